@@ -1,0 +1,69 @@
+"""Creating A-GAME variables: ``init_variables`` and ``variable_shapes``."""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from agame_jax.config import ModelConfig
+from agame_jax.model.agame import AGame
+
+# Smallest clip that touches every module: 2 frames of one 16×16 block... at stride 16
+# the dilated convs need no minimum size, so 32×32 keeps init cheap.
+_INIT_SHAPE = (1, 2, 32, 32, 3)
+
+
+def _init(cfg: ModelConfig, rng):
+    model = AGame(cfg)
+    frames = jnp.zeros(_INIT_SHAPE, jnp.uint8)
+    mask = jnp.zeros(_INIT_SHAPE[:1] + _INIT_SHAPE[2:4], jnp.float32)
+    return model.init(rng, frames, mask)
+
+
+def init_variables(model_config, rng) -> dict:
+    """Fresh variables ``{"params": …, "batch_stats": …}`` for ``model_config``.
+
+    ``model_config`` is a ``ModelConfig``, the ``model`` field of a config file
+    (``ConfigDict``) or a mapping of ``ModelConfig`` fields; ``rng`` a JAX key.
+    """
+    cfg = ModelConfig.from_any(model_config)
+    variables = jax.jit(functools.partial(_init, cfg))(rng)
+    return jax.tree_util.tree_map(lambda x: x, dict(variables))
+
+
+def variable_shapes(model_config) -> dict:
+    """``ShapeDtypeStruct``s of every variable, without computing anything."""
+    cfg = ModelConfig.from_any(model_config)
+    return dict(jax.eval_shape(functools.partial(_init, cfg), jax.random.key(0)))
+
+
+def is_trainable(path: tuple[str, ...], model_config=None) -> bool:
+    """Whether the parameter at ``path`` (keys under ``params``) is trained.
+
+    layer4 and every head are; the backbone below layer4 is frozen (REFERENCE.md).
+    """
+    cfg = ModelConfig.from_any(model_config)
+    if path[0] != "backbone" or not cfg.freeze_below_layer4:
+        return True
+    return path[1].startswith("layer4")
+
+
+def split_params(params: dict, model_config=None) -> tuple[dict, dict]:
+    """``params`` → ``(trainable, frozen)``, both nested dicts (see ``is_trainable``).
+
+    Differentiating only ``trainable`` keeps XLA from building the frozen backward pass.
+    """
+    trainable = {k: v for k, v in params.items() if k != "backbone"}
+    backbone = dict(params.get("backbone", {}))
+    keep = {k: v for k, v in backbone.items() if is_trainable(("backbone", k), model_config)}
+    rest = {k: v for k, v in backbone.items() if k not in keep}
+    trainable["backbone"] = keep
+    return trainable, ({"backbone": rest} if rest else {})
+
+
+def merge_params(trainable: dict, frozen: dict) -> dict:
+    """Inverse of ``split_params``."""
+    out = dict(trainable)
+    out["backbone"] = {**frozen.get("backbone", {}), **trainable.get("backbone", {})}
+    return out

@@ -1,0 +1,70 @@
+"""Orbax checkpoints of model variables, with the model config beside them.
+
+Layout of a variables checkpoint directory::
+
+    DIR/model_config.json     the ModelConfig fields
+    DIR/variables/            orbax StandardCheckpointer tree {"params", "batch_stats"}
+
+``resolve`` also accepts a training workdir (``DIR/checkpoints/<step>/``) or a
+directory of numbered steps, and picks the newest complete step.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from agame_jax.config import ModelConfig
+
+CONFIG_FILE = "model_config.json"
+VARIABLES_DIR = "variables"
+
+
+def save_variables(path: str | Path, variables, model_config) -> Path:
+    """Write ``variables`` and ``model_config`` to ``path`` (created; must not exist)."""
+    path = Path(path).absolute()
+    cfg = ModelConfig.from_any(model_config)
+    path.mkdir(parents=True, exist_ok=True)
+    tree = {k: v for k, v in dict(variables).items() if k in ("params", "batch_stats")}
+    with ocp.StandardCheckpointer() as ckptr:
+        ckptr.save(path / VARIABLES_DIR, jax.tree_util.tree_map(np.asarray, tree))
+        ckptr.wait_until_finished()
+    # The config is written last: a directory without it is an unfinished save.
+    tmp = path / (CONFIG_FILE + ".tmp")
+    tmp.write_text(json.dumps(cfg.to_dict(), indent=2))
+    tmp.replace(path / CONFIG_FILE)
+    return path
+
+
+def resolve(path: str | Path) -> Path:
+    """The variables checkpoint directory that ``path`` names (see module docstring)."""
+    path = Path(path).absolute()
+    if (path / CONFIG_FILE).exists():
+        return path
+    for base in (path / "checkpoints", path):
+        if base.is_dir():
+            steps = sorted((int(p.name), p) for p in base.iterdir()
+                           if p.name.isdigit() and (p / CONFIG_FILE).exists())
+            if steps:
+                return steps[-1][1]
+    raise FileNotFoundError(f"{path}: no checkpoint found (expected {CONFIG_FILE} there, "
+                            "or numbered step directories holding one)")
+
+
+def load_model_config(path: str | Path) -> ModelConfig:
+    """The ``ModelConfig`` saved with a checkpoint."""
+    return ModelConfig.from_any(json.loads((resolve(path) / CONFIG_FILE).read_text()))
+
+
+def load_variables(path: str | Path) -> tuple[ModelConfig, dict]:
+    """``(model_config, variables)`` from a checkpoint directory (see ``resolve``)."""
+    from agame_jax.api import variable_shapes
+    path = resolve(path)
+    cfg = load_model_config(path)
+    target = variable_shapes(cfg)
+    with ocp.StandardCheckpointer() as ckptr:
+        variables = ckptr.restore(path / VARIABLES_DIR, target)
+    return cfg, dict(variables)

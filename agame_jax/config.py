@@ -1,0 +1,107 @@
+"""Frozen model configuration built from the ``model`` field of a config file.
+
+Model code never reads a ``ConfigDict``: ``ModelConfig.from_any`` turns the dict (or
+a plain mapping) into this hashable dataclass, which can be a static jit argument.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import jax.numpy as jnp
+
+# The torchvision ResNet-101 layout: bottleneck blocks per stage.
+RESNET101_BLOCKS = (3, 4, 23, 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Every size, rate and switch of the A-GAME network (REFERENCE.md).
+
+    Defaults are the authors' released configuration; the tiny test variants only
+    shrink widths and depths, they run the same code.
+    """
+
+    # Backbone: ResNet v1.5, output stride 16 (dilated layer4).
+    backbone_blocks: tuple[int, ...] = RESNET101_BLOCKS
+    backbone_width: int = 64            # stem width; stage widths are 64·(1, 2, 4, 8)·4
+    freeze_below_layer4: bool = True    # stem..layer3 frozen, BN in inference mode
+    bn_eps: float = 1e-5
+    bn_momentum: float = 0.1
+    # Appearance module.
+    appearance_dim: int = 512
+    var_offset_init: float = -2.0       # softplus(−2) ≈ 0.127
+    prior_count: float = 1.0
+    update_rate: float = 0.1            # λ of eq. (4)
+    # Heads.
+    mask_prop_channels: int = 512
+    pyramid_dilations: tuple[int, ...] = (1, 3, 6)
+    fusion_channels: tuple[int, int] = (512, 128)
+    upsampler_channels: int = 128
+    coarse_kernel: int = 1              # the released weights use a 1×1 coarse predictor
+    # Aggregation over objects.
+    prob_clamp: float = 1e-7
+    # Table 1 ablations (all off reproduces the full model).
+    no_appearance: bool = False
+    no_mask_propagation: bool = False
+    unimodal_appearance: bool = False   # no residual components: K = 2
+    no_appearance_update: bool = False  # keep the first-frame mixture
+    appearance_softmax: bool = False    # softmax over the component scores
+    no_fit_gradient: bool = False       # stop_gradient on the fitted mixture
+    # Numerics: convolutions run in `dtype`; the mixture math always in float32.
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+    def __post_init__(self):
+        for name in ("backbone_blocks", "pyramid_dilations", "fusion_channels"):
+            object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        if len(self.backbone_blocks) != 4:
+            raise ValueError(f"model.backbone_blocks needs 4 stages, got {self.backbone_blocks}")
+        if self.dtype not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.no_appearance and self.no_mask_propagation:
+            raise ValueError("model.no_appearance and model.no_mask_propagation leave the "
+                             "fusion module with no input")
+
+    @property
+    def num_components(self) -> int:
+        """K: background and object, plus their residual components unless unimodal."""
+        return 2 if self.unimodal_appearance else 4
+
+    @property
+    def feature_channels(self) -> tuple[int, int, int]:
+        """Channels of the layer1 (s4), layer2 (s8) and layer4 (s16) maps."""
+        w = self.backbone_width * 4
+        return (w, 2 * w, 8 * w)
+
+    @property
+    def compute_dtype(self):
+        return jnp.dtype(self.dtype)
+
+    @property
+    def params_dtype(self):
+        return jnp.dtype(self.param_dtype)
+
+    @classmethod
+    def from_any(cls, config: Any) -> "ModelConfig":
+        """A ``ModelConfig`` from itself, a ``ConfigDict`` or a mapping of its fields.
+
+        Unknown fields raise ``ValueError`` naming them (a typo must not pass silently).
+        """
+        if isinstance(config, cls):
+            return config
+        if config is None:
+            return cls()
+        if hasattr(config, "to_dict"):
+            config = config.to_dict()
+        if not isinstance(config, Mapping):
+            raise TypeError(f"expected a model config, got {type(config).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(config) - known)
+        if unknown:
+            raise ValueError(f"unknown model config field(s): {', '.join(unknown)}")
+        return cls(**dict(config))
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(self).items()}

@@ -1,0 +1,137 @@
+"""The A-GAME network: per-frame encoder and per-object init / predict / update.
+
+``AGame`` is a linen module whose methods each do one job on one object's maps (no
+batch axis; ``agame_jax.model.recurrent`` vmaps them over objects and clips and scans
+them over frames). Keeping the recurrence outside the module keeps every method a
+pure function of ``variables`` and its inputs, which ``jax.lax.scan`` can carry.
+"""
+from __future__ import annotations
+
+import flax.linen as nn
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from agame_jax import gmm
+from agame_jax.config import ModelConfig
+from agame_jax.model.appearance import AppearanceModule
+from agame_jax.model.backbone import ResNetOS16, normalize_frames
+from agame_jax.model.heads import Fusion, MaskPropagation, Upsampler
+from agame_jax.model.resize import avg_pool
+
+STRIDE = 16
+
+
+@flax.struct.dataclass
+class Features:
+    """Backbone outputs (and projected appearance features) of a set of frames.
+
+    Leading axes are whatever the frames had (``[B, T]`` from ``encode``):
+    ``s4 [..., H/4, W/4, C4]``, ``s8 [..., H/8, W/8, C8]``, ``s16 [..., H/16, W/16, C16]``,
+    ``app [..., H/16, W/16, D]`` float32 (``None`` without an appearance module).
+    """
+
+    s4: jax.Array
+    s8: jax.Array
+    s16: jax.Array
+    app: jax.Array | None
+
+
+@flax.struct.dataclass
+class ObjectState:
+    """What A-GAME remembers about one object (leading axes: objects, clips, …).
+
+    ``mixture``: ``Gaussians [..., K, D]`` (``None`` without an appearance module);
+    ``init_s16 [..., h, w, C16]`` first-frame layer4 map; ``init_seg`` and ``prev_seg``
+    ``[..., h, w, 2]`` the first-frame and previous soft segmentations [bg, obj].
+    """
+
+    mixture: gmm.Gaussians | None
+    init_s16: jax.Array
+    init_seg: jax.Array
+    prev_seg: jax.Array
+
+
+def pool_labels(object_masks: jax.Array) -> jax.Array:
+    """Binary/soft object masks ``[..., H, W]`` → stride-16 soft labels ``[..., h, w, 2]``.
+
+    16×16 average pooling of ``[1 − m, m]`` (the block fractions of background and object).
+    """
+    m = object_masks.astype(jnp.float32)
+    return avg_pool(jnp.stack([1.0 - m, m], axis=-1), STRIDE)
+
+
+class AGame(nn.Module):
+    """A-GAME (Johnander et al., CVPR 2019) as a set of pure per-frame methods.
+
+    ``encode(frames [B, T, H, W, 3] uint8, train) -> Features`` (H, W multiples of 16);
+    ``init_object(s16, app, seg) -> ObjectState``;
+    ``predict_object(state, s16, app, s8, s4) -> (coarse [h, w, 2], fine [H, W, 2], scores)``;
+    ``update_object(state, app, seg) -> ObjectState``.
+    ``__call__`` runs them once on a tiny clip; it exists to create the variables.
+    """
+
+    config: ModelConfig = ModelConfig()
+
+    def setup(self):
+        cfg = self.config
+        self.backbone = ResNetOS16(cfg)
+        if not cfg.no_appearance:
+            self.appearance = AppearanceModule(cfg)
+        if not cfg.no_mask_propagation:
+            self.mask_prop = MaskPropagation(cfg)
+        self.fusion = Fusion(cfg)
+        self.upsampler = Upsampler(cfg)
+
+    def encode(self, frames: jax.Array, train: bool = False) -> Features:
+        """uint8 RGB clips ``[B, T, H, W, 3]`` → ``Features`` with leading ``[B, T]``."""
+        h, w = frames.shape[-3:-1]
+        if h % STRIDE or w % STRIDE:
+            raise ValueError(f"frame size {h}x{w} is not a multiple of {STRIDE}; pad first")
+        f = self.backbone(normalize_frames(frames), train=train)
+        app = None if self.config.no_appearance else self.appearance.project(f["s16"])
+        return Features(s4=f["s4"], s8=f["s8"], s16=f["s16"], app=app)
+
+    def init_object(self, s16: jax.Array, app: jax.Array | None, seg: jax.Array) -> ObjectState:
+        """State of an object from its first frame: maps ``[h, w, ·]``, soft labels ``seg``."""
+        seg = seg.astype(jnp.float32)
+        mixture = None if self.config.no_appearance else self.appearance.initial(app, seg)
+        return ObjectState(mixture=mixture, init_s16=s16, init_seg=seg, prev_seg=seg)
+
+    def predict_object(self, state: ObjectState, s16: jax.Array, app: jax.Array | None,
+                       s8: jax.Array, s4: jax.Array):
+        """One object on one frame.
+
+        Returns ``coarse_logits [h, w, 2]``, ``fine_logits [16h, 16w, 2]`` (both float32)
+        and the appearance scores ``[h, w, K]`` (``None`` without the module).
+        """
+        cfg = self.config
+        scores = None if cfg.no_appearance else self.appearance.score(state.mixture, app)
+        prop = None if cfg.no_mask_propagation else self.mask_prop(
+            s16, state.init_s16, state.prev_seg, state.init_seg)
+        encoding, coarse = self.fusion(scores, prop)
+        fine = self.upsampler(encoding, s8, s4)
+        return coarse, fine, scores
+
+    def update_object(self, state: ObjectState, app: jax.Array | None,
+                      seg: jax.Array) -> ObjectState:
+        """Feed back this frame's soft segmentation ``seg [h, w, 2]`` (stride 16)."""
+        seg = seg.astype(jnp.float32)
+        mixture = state.mixture
+        if not self.config.no_appearance:
+            mixture = self.appearance.update(mixture, app, seg)
+        return state.replace(mixture=mixture, prev_seg=seg)
+
+    def __call__(self, frames: jax.Array, first_mask: jax.Array, train: bool = False):
+        """Init helper: ``frames [B, T≥2, H, W, 3]``, ``first_mask [B, H, W]``.
+
+        Returns the fine logits of frame 1 ``[B, H, W, 2]``.
+        """
+        feats = self.encode(frames, train=train)
+        pick = lambda x, t: None if x is None else x[0, t]
+        seg = pool_labels(first_mask[0])
+        state = self.init_object(pick(feats.s16, 0), pick(feats.app, 0), seg)
+        coarse, fine, _ = self.predict_object(state, pick(feats.s16, 1), pick(feats.app, 1),
+                                              pick(feats.s8, 1), pick(feats.s4, 1))
+        self.update_object(state, pick(feats.app, 1), jax.nn.softmax(coarse, axis=-1))
+        return fine[None]

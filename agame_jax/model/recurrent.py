@@ -1,0 +1,171 @@
+"""The recurrence of A-GAME over frames, as pure functions of ``variables``.
+
+Objects are a vmapped axis of fixed size ``O``; an object first given at frame t > 0
+joins there (``ObjectTrack.first_frame``) without recompiling. The backbone runs on
+all frames of a clip or chunk in one batch before ``jax.lax.scan`` carries the light
+per-object heads over the frames.
+
+Feedback (what updates an object's state after each frame, at stride 16):
+``"coarse"`` — softmax of its coarse logits (training; gradients flow through time),
+``"aggregated"`` — ``[1 − q_j, q_j]`` of the multi-object aggregation, 16×16 pooled
+(DAVIS-2017 / YouTube-VOS testing), ``"fine"`` — its own fine softmax, pooled
+(single-object testing, DAVIS-2016).
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+
+from agame_jax.model.agame import STRIDE, AGame, Features, ObjectState, pool_labels
+from agame_jax.model.aggregation import aggregate
+from agame_jax.model.resize import avg_pool
+
+FEEDBACK_MODES = ("coarse", "aggregated", "fine")
+OUTPUT_KEYS = ("probs", "coarse_logits", "fine_logits", "app_scores")
+
+
+@flax.struct.dataclass
+class ObjectTrack:
+    """Which objects exist and when: ``first_frame [O]`` int32 (the frame index where
+    each object is first given; a value past the video marks an unused slot) and
+    ``init_seg [O, h, w, 2]`` its pooled soft labels at that frame."""
+
+    first_frame: jax.Array
+    init_seg: jax.Array
+
+
+def _frame(feats: Features, index) -> Features:
+    return jax.tree_util.tree_map(lambda x: x[index], feats)
+
+
+def _select(mask: jax.Array, new, old):
+    """Per-object choice between two pytrees with a leading object axis."""
+    def pick(a, b):
+        return jnp.where(mask.reshape(mask.shape + (1,) * (a.ndim - 1)), a, b)
+    return jax.tree_util.tree_map(pick, new, old)
+
+
+def init_states(model: AGame, variables, feats_t: Features, seg: jax.Array) -> ObjectState:
+    """States of O objects from one frame: ``feats_t`` without time axis, ``seg [O, h, w, 2]``."""
+    fn = lambda s: model.apply(variables, feats_t.s16, feats_t.app, s, method=AGame.init_object)
+    return jax.vmap(fn)(seg)
+
+
+def _feedback(mode: str, coarse, fine, q):
+    if mode == "coarse":
+        return jax.nn.softmax(coarse, axis=-1)
+    if mode == "aggregated":
+        fg = avg_pool(q[1:, ..., None], STRIDE)
+        return jnp.concatenate([1.0 - fg, fg], axis=-1)
+    if mode == "fine":
+        return avg_pool(jax.nn.softmax(fine, axis=-1), STRIDE)
+    raise ValueError(f"feedback must be one of {FEEDBACK_MODES}, got {mode!r}")
+
+
+def frame_step(model: AGame, variables, states: ObjectState, feats_t: Features, t,
+               objects: ObjectTrack, *, feedback: str = "aggregated",
+               late_objects: bool = True, keep: Sequence[str] = ("probs",)):
+    """One frame for all objects: (late init), predict, aggregate, update.
+
+    Args:
+      states: ``ObjectState`` with leading object axis ``[O]``.
+      feats_t: one frame's ``Features`` (maps without batch or time axes).
+      t: the frame's index in the video (int scalar, may be traced).
+      objects: ``ObjectTrack``; objects with ``first_frame <= t`` are active.
+      feedback: one of ``FEEDBACK_MODES``.
+      late_objects: initialise objects whose ``first_frame == t`` here. With it, frame
+        ``t == 0`` only initialises (frame 0 is given, not predicted).
+      keep: which outputs to return, from ``OUTPUT_KEYS``.
+
+    Returns:
+      ``(states, outputs)``; ``outputs["probs"] [O+1, H, W]`` aggregated probabilities,
+      ``coarse_logits [O, h, w, 2]``, ``fine_logits [O, H, W, 2]``, ``app_scores
+      [O, h, w, K]``. Inactive objects have zero probability and an unchanged state.
+    """
+    if late_objects:
+        new = objects.first_frame == t
+        states = jax.lax.cond(
+            jnp.any(new),
+            lambda s: _select(new, init_states(model, variables, feats_t, objects.init_seg), s),
+            lambda s: s, states)
+    active = objects.first_frame <= t
+
+    def predict_and_update(states):
+        predict = lambda s: model.apply(variables, s, feats_t.s16, feats_t.app, feats_t.s8,
+                                        feats_t.s4, method=AGame.predict_object)
+        coarse, fine, scores = jax.vmap(predict)(states)
+        q = aggregate(jax.nn.softmax(fine, axis=-1)[..., 1], active, model.config.prob_clamp)
+        seg = _feedback(feedback, coarse, fine, q)
+        update = lambda s, y: model.apply(variables, s, feats_t.app, y,
+                                          method=AGame.update_object)
+        states = _select(active, jax.vmap(update)(states, seg), states)
+        outputs = {"probs": q, "coarse_logits": coarse, "fine_logits": fine,
+                   "app_scores": scores}
+        return states, {k: outputs[k] for k in keep}
+
+    if not late_objects:
+        return predict_and_update(states)
+    skipped = lambda s: (s, jax.tree_util.tree_map(
+        lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(predict_and_update, s)[1]))
+    return jax.lax.cond(t > 0, predict_and_update, skipped, states)
+
+
+def scan_frames(model: AGame, variables, states: ObjectState, feats: Features, start_index,
+                objects: ObjectTrack, **step_kwargs):
+    """``frame_step`` over the leading time axis of ``feats`` (``[T, …]`` maps).
+
+    Frame i of ``feats`` is video frame ``start_index + i``. Returns the final states
+    and the outputs stacked on a leading ``[T]`` axis.
+    """
+    def body(carry, inputs):
+        feats_t, t = inputs
+        return frame_step(model, variables, carry, feats_t, t, objects, **step_kwargs)
+
+    t_len = feats.s16.shape[0]
+    return jax.lax.scan(body, states, (feats, start_index + jnp.arange(t_len)))
+
+
+def forward_clips(model: AGame, variables, frames: jax.Array, first_masks: jax.Array, *,
+                  train: bool = False, feedback: str = "coarse",
+                  keep: Sequence[str] = ("coarse_logits", "fine_logits")):
+    """Training-style forward over clips whose objects are all given at frame 0.
+
+    Args:
+      frames: ``[B, T, H, W, 3]`` uint8 clips (H, W multiples of 16).
+      first_masks: ``[B, O, H, W]`` the objects' frame-0 masks (binary or soft).
+      train: layer4 BatchNorm uses per-frame batch statistics and the returned
+        ``batch_stats`` hold the running statistics updated once per frame.
+      feedback: see the module docstring (``"coarse"`` for training).
+
+    Returns:
+      ``(outputs, batch_stats)``: outputs stacked as ``[B, T−1, …]`` for frames 1..T−1
+      (e.g. ``coarse_logits [B, T−1, O, h, w, 2]``, ``fine_logits [B, T−1, O, H, W, 2]``),
+      and the (possibly updated) ``batch_stats``.
+    """
+    if train:
+        feats, mutated = model.apply(variables, frames, train=True, method=AGame.encode,
+                                     mutable=["batch_stats"])
+        batch_stats = mutated["batch_stats"]
+    else:
+        feats = model.apply(variables, frames, method=AGame.encode)
+        batch_stats = variables.get("batch_stats")
+    num_objects = first_masks.shape[1]
+    objects = ObjectTrack(first_frame=jnp.zeros((num_objects,), jnp.int32),
+                          init_seg=pool_labels(first_masks))
+
+    def one_clip(clip_feats: Features, clip_objects: ObjectTrack):
+        states = init_states(model, variables, _frame(clip_feats, 0), clip_objects.init_seg)
+        later = jax.tree_util.tree_map(lambda x: x[1:], clip_feats)
+        _, outputs = scan_frames(model, variables, states, later, 1, clip_objects,
+                                 feedback=feedback, late_objects=False, keep=keep)
+        return outputs
+
+    objects = jax.tree_util.tree_map(lambda x: x, objects)
+    per_clip_objects = ObjectTrack(
+        first_frame=jnp.broadcast_to(objects.first_frame, (frames.shape[0], num_objects)),
+        init_seg=objects.init_seg)
+    outputs = jax.vmap(one_clip)(feats, per_clip_objects)
+    return outputs, batch_stats
