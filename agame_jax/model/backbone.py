@@ -144,5 +144,6 @@ class ResNetOS16(nn.Module):
                                downsample=j == 0, config=cfg, name=f"layer{stage}_{j}")(
                     x, clip, use_batch_stats=train and trainable)
             if stage in (1, 2, 4):
-                outputs[{1: "s4", 2: "s8", 4: "s16"}[stage]] = x.reshape(b, t, *x.shape[1:])
+                out = x if trainable or not cfg.freeze_below_layer4 else jax.lax.stop_gradient(x)
+                outputs[{1: "s4", 2: "s8", 4: "s16"}[stage]] = out.reshape(b, t, *x.shape[1:])
         return outputs

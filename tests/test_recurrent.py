@@ -1,0 +1,158 @@
+"""The recurrence: scan vs. a Python loop, aggregation, gradients, degenerate masks."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agame_jax import init_variables, merge_params, split_params
+from agame_jax.losses import segmentation_loss
+from agame_jax.model import recurrent
+from agame_jax.model.agame import AGame, pool_labels
+from agame_jax.model.aggregation import aggregate
+
+from conftest import random_clip, tiny_config
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = tiny_config()
+    return cfg, AGame(cfg), init_variables(cfg, jax.random.key(0))
+
+
+def _encode(model, variables, frames):
+    feats = model.apply(variables, jnp.asarray(frames)[None], method=AGame.encode)
+    return jax.tree_util.tree_map(lambda x: x[0], feats)
+
+
+def _objects(first_frame, masks):
+    return recurrent.ObjectTrack(first_frame=jnp.asarray(first_frame, jnp.int32),
+                                 init_seg=pool_labels(jnp.asarray(masks, jnp.float32)))
+
+
+@pytest.mark.parametrize("feedback", recurrent.FEEDBACK_MODES)
+def test_scan_equals_python_loop_over_step(tiny, feedback):
+    cfg, model, variables = tiny
+    rng = np.random.default_rng(0)
+    frames, masks = random_clip(rng, t=5, h=64, w=48)
+    second = np.zeros_like(masks[2]); second[30:50, 5:20] = 1
+    objects = _objects([0, 2], np.stack([masks[0], second]))   # object 2 joins at frame 2
+    feats = _encode(model, variables, frames)
+    states0 = recurrent.init_states(model, variables, recurrent._frame(feats, 0), objects.init_seg)
+    keep = ("probs", "coarse_logits", "fine_logits", "app_scores")
+    final, scanned = recurrent.scan_frames(model, variables, states0, feats, 0, objects,
+                                           feedback=feedback, keep=keep)
+    states = states0
+    for t in range(5):
+        states, out = recurrent.frame_step(model, variables, states, recurrent._frame(feats, t),
+                                           t, objects, feedback=feedback, keep=keep)
+        for k in keep:
+            np.testing.assert_allclose(scanned[k][t], out[k], rtol=1e-5, atol=1e-5, err_msg=k)
+    for a, b in zip(jax.tree_util.tree_leaves(final), jax.tree_util.tree_leaves(states)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    probs = np.asarray(scanned["probs"])
+    np.testing.assert_allclose(probs[1:].sum(axis=1), 1.0, atol=1e-5)
+    assert np.all(probs[1, 2] == 0.0)           # object 2 absent before frame 2
+    assert np.all(probs[0] == 0.0)              # frame 0 is given, not predicted
+    assert probs[2, 2].max() > 0.0
+
+
+def aggregate_reference(p, active, clamp=1e-7):
+    """The authors' aggregation, one pixel at a time, in float64."""
+    o, h, w = p.shape
+    out = np.zeros((o + 1, h, w))
+    for i in range(h):
+        for j in range(w):
+            act = [k for k in range(o) if active[k]]
+            bg = min([1 - p[k, i, j] for k in act], default=1.0)
+            pairs = [bg] + [p[k, i, j] for k in range(o)]
+            odds = [min(max(v, clamp), 1 - clamp) / min(max(1 - v, clamp), 1 - clamp)
+                    for v in pairs]
+            odds = [odds[0]] + [odds[k + 1] if active[k] else 0.0 for k in range(o)]
+            out[:, i, j] = np.array(odds) / sum(odds)
+    return out
+
+
+def test_aggregation_matches_reference_and_sums_to_one():
+    rng = np.random.default_rng(3)
+    p = rng.uniform(size=(3, 5, 6)).astype(np.float32)
+    p[0, 0, 0] = 1.0                                 # saturated: exercises the clamps
+    p[1, 0, 1] = 0.0
+    active = np.array([True, False, True])
+    q = np.asarray(aggregate(jnp.asarray(p), jnp.asarray(active)))
+    np.testing.assert_allclose(q, aggregate_reference(p.astype(np.float64), active),
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(q.sum(0), 1.0, atol=1e-6)
+    assert np.all(q[2] == 0.0)
+
+
+def test_single_object_labels_equal_own_argmax():
+    p = np.random.default_rng(4).uniform(size=(1, 8, 8)).astype(np.float32)
+    q = np.asarray(aggregate(jnp.asarray(p)))
+    np.testing.assert_array_equal(q.argmax(0), (p[0] > 0.5).astype(int))
+
+
+def test_training_forward_backward_jit_on_cpu(tiny):
+    """3-frame 64×64 clips, training mode, BPTT through the scan and the mixture fit."""
+    cfg, model, variables = tiny
+    rng = np.random.default_rng(5)
+    frames, labels = random_clip(rng, t=3, h=64, w=64, batch=2)
+    trainable, frozen = split_params(variables["params"], cfg)
+
+    def loss_fn(trainable, frozen, stats, frames, labels):
+        v = {"params": merge_params(trainable, frozen), "batch_stats": stats}
+        out, new_stats = recurrent.forward_clips(model, v, frames, labels[:, :1], train=True)
+        loss = segmentation_loss(out["fine_logits"], out["coarse_logits"], labels[:, :, None])
+        return loss["loss"], new_stats
+
+    (loss, new_stats), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
+        trainable, frozen, variables["batch_stats"], jnp.asarray(frames), jnp.asarray(labels))
+    assert np.isfinite(float(loss))
+    assert set(grads) == {"backbone", "appearance", "mask_prop", "fusion", "upsampler"}
+    assert all(k.startswith("layer4") for k in grads["backbone"])
+    for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
+        assert np.all(np.isfinite(g)), path
+        assert np.abs(g).max() > 0, f"no gradient reaches {jax.tree_util.keystr(path)}"
+    # layer4's running statistics moved; the frozen BatchNorms did not.
+    old = variables["batch_stats"]["backbone"]
+    new = new_stats["backbone"]
+    assert not np.allclose(old["layer4_0"]["bn1"]["mean"], new["layer4_0"]["bn1"]["mean"])
+    np.testing.assert_array_equal(old["layer3_0"]["bn1"]["mean"], new["layer3_0"]["bn1"]["mean"])
+
+    # Differentiating everything gives exactly zero for the frozen part.
+    def full_loss(params):
+        return loss_fn(*split_params(params, cfg), variables["batch_stats"],
+                       jnp.asarray(frames), jnp.asarray(labels))[0]
+    full = jax.grad(full_loss)(variables["params"])
+    for k, v in full["backbone"].items():
+        if not k.startswith("layer4"):
+            assert all(np.all(x == 0) for x in jax.tree_util.tree_leaves(v)), k
+
+
+@pytest.mark.parametrize("case", ["empty", "tiny", "leaves"])
+def test_degenerate_masks_stay_finite(tiny, case):
+    cfg, model, variables = tiny
+    rng = np.random.default_rng(6)
+    frames, masks = random_clip(rng, t=4, h=48, w=48)
+    if case == "empty":
+        masks[:] = 0
+    elif case == "tiny":
+        masks[:] = 0
+        masks[0, 20, 20] = 1
+    else:   # the object leaves: the frames where it was become noise-free background
+        frames[1:] = 0
+    first = masks[:1].astype(np.float32)[None]             # [B=1, O=1, H, W]
+
+    def loss_fn(params):
+        v = {"params": params, "batch_stats": variables["batch_stats"]}
+        out, _ = recurrent.forward_clips(model, v, jnp.asarray(frames)[None], first, train=True)
+        return segmentation_loss(out["fine_logits"], out["coarse_logits"],
+                                 jnp.asarray(masks)[None, :, None])["loss"]
+
+    loss, grads = jax.jit(jax.value_and_grad(loss_fn))(variables["params"])
+    assert np.isfinite(float(loss))
+    assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
+    objects = _objects([0], masks[:1])
+    feats = _encode(model, variables, frames)
+    states = recurrent.init_states(model, variables, recurrent._frame(feats, 0), objects.init_seg)
+    _, out = recurrent.scan_frames(model, variables, states, feats, 0, objects)
+    assert np.all(np.isfinite(np.asarray(out["probs"])))
