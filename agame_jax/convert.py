@@ -97,7 +97,7 @@ def _set(tree: dict, path, value):
 
 
 def state_dict_to_variables(state_dict: Mapping[str, np.ndarray], template, *,
-                            prefix: str = "", only: str | None = None,
+                            prefix: str = "", strip: str = "", only: str | None = None,
                             allow_extra: bool = False) -> dict:
     """Copy torch tensors into a flax variables tree shaped like ``template``.
 
@@ -105,6 +105,8 @@ def state_dict_to_variables(state_dict: Mapping[str, np.ndarray], template, *,
       state_dict: torch name → array (numpy, or anything ``np.asarray`` takes).
       template: variables (arrays or ``ShapeDtypeStruct``s) giving names and shapes.
       prefix: prepended to every torch name (``"trackseg."`` for the authors' file).
+      strip: removed from the front of every torch name first (``"backbone."`` for a
+        torchvision file, whose names start at ``conv1``).
       only: convert only variables under this top-level module (e.g. ``"backbone"``);
         the others are copied from ``template`` unchanged.
       allow_extra: tolerate state-dict entries that nothing maps to.
@@ -118,7 +120,8 @@ def state_dict_to_variables(state_dict: Mapping[str, np.ndarray], template, *,
             if only is not None and path[0] != only:
                 _set(out, (collection,) + path, target)
                 continue
-            name = prefix + torch_name(collection, path)
+            name = torch_name(collection, path)
+            name = prefix + (name[len(strip):] if strip and name.startswith(strip) else name)
             if name not in state_dict:
                 missing.append(name)
                 continue
@@ -186,7 +189,10 @@ def convert_resnet101(state_dict: Mapping[str, np.ndarray], variables, model_con
 
     ``variables`` supplies every non-backbone variable (e.g. a fresh ``init_variables``).
     """
-    return state_dict_to_variables(state_dict, variables, only="backbone")
+    prefix = next((p for p in ("trackseg.backbone.", "backbone.", "module.")
+                   if all(k.startswith(p) for k in state_dict)), "")
+    return state_dict_to_variables(state_dict, variables, prefix=prefix, strip="backbone.",
+                                   only="backbone")
 
 
 def main(argv=None) -> int:

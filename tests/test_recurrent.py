@@ -11,6 +11,7 @@ from agame_jax.model.agame import AGame, pool_labels
 from agame_jax.model.aggregation import aggregate
 
 from conftest import random_clip, tiny_config
+from reference import aggregate_reference
 
 
 @pytest.fixture(scope="module")
@@ -54,22 +55,6 @@ def test_scan_equals_python_loop_over_step(tiny, feedback):
     assert np.all(probs[1, 2] == 0.0)           # object 2 absent before frame 2
     assert np.all(probs[0] == 0.0)              # frame 0 is given, not predicted
     assert probs[2, 2].max() > 0.0
-
-
-def aggregate_reference(p, active, clamp=1e-7):
-    """The authors' aggregation, one pixel at a time, in float64."""
-    o, h, w = p.shape
-    out = np.zeros((o + 1, h, w))
-    for i in range(h):
-        for j in range(w):
-            act = [k for k in range(o) if active[k]]
-            bg = min([1 - p[k, i, j] for k in act], default=1.0)
-            pairs = [bg] + [p[k, i, j] for k in range(o)]
-            odds = [min(max(v, clamp), 1 - clamp) / min(max(1 - v, clamp), 1 - clamp)
-                    for v in pairs]
-            odds = [odds[0]] + [odds[k + 1] if active[k] else 0.0 for k in range(o)]
-            out[:, i, j] = np.array(odds) / sum(odds)
-    return out
 
 
 def test_aggregation_matches_reference_and_sums_to_one():

@@ -1,0 +1,125 @@
+"""Segmenter against a frame-by-frame, object-by-object reference of the authors' loop."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agame_jax import Segmenter, init_variables
+from agame_jax.model.agame import AGame
+from agame_jax.segmenter import padding_ltrb
+
+from conftest import tiny_config
+from reference import aggregate_reference, pool16
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = tiny_config()
+    return cfg, init_variables(cfg, jax.random.key(1))
+
+
+def reference_segment(cfg, variables, frames, masks):
+    """The authors' inference loop: pad, one backbone call per frame, objects one by one
+    in order of appearance, aggregation, pooled feedback, crop."""
+    model = AGame(cfg)
+    t_len, h, w, _ = frames.shape
+    ph, pw = (16 - h % 16) % 16, (16 - w % 16) % 16
+    top, left = (ph + 1) // 2, (pw + 1) // 2
+    pad = lambda x: np.pad(x, [(top, ph - top), (left, pw - left)] + [(0, 0)] * (x.ndim - 2),
+                           mode="reflect")
+    encode = jax.jit(lambda v, f: model.apply(v, f[None, None], method=AGame.encode))
+    init = jax.jit(lambda v, s16, app, y: model.apply(v, s16, app, y, method=AGame.init_object))
+    predict = jax.jit(lambda v, s, f: model.apply(v, s, f.s16, f.app, f.s8, f.s4,
+                                                  method=AGame.predict_object))
+    update = jax.jit(lambda v, s, app, y: model.apply(v, s, app, y, method=AGame.update_object))
+    order, states = [], {}
+    out_probs = {}
+    for t in range(t_len):
+        feats = jax.tree_util.tree_map(lambda x: x[0, 0], encode(variables, pad(frames[t])))
+        if t in masks:
+            label = pad(masks[t])
+            for obj in sorted(set(np.unique(label)) - {0, 255}):
+                if obj in states:
+                    continue
+                m = (label == obj).astype(np.float32)
+                y = np.stack([pool16(1 - m), pool16(m)], -1)
+                states[obj] = init(variables, feats.s16, feats.app, y)
+                order.append(obj)
+        if t == 0:
+            continue
+        p = np.stack([np.asarray(jax.nn.softmax(predict(variables, states[o], feats)[1])[..., 1])
+                      for o in order]).astype(np.float64)
+        q = aggregate_reference(p, [True] * len(order))
+        for k, obj in enumerate(order):
+            y = np.stack([pool16(1 - q[k + 1]), pool16(q[k + 1])], -1).astype(np.float32)
+            states[obj] = update(variables, states[obj], feats.app, y)
+        out_probs[t] = {obj: q[k + 1][top:top + h, left:left + w] for k, obj in enumerate(order)}
+        out_probs[t][0] = q[0][top:top + h, left:left + w]
+    return out_probs
+
+
+def _video(rng, t_len=5, h=50, w=70):
+    frames = rng.integers(0, 256, (t_len, h, w, 3), dtype=np.uint8)
+    given0 = np.zeros((h, w), np.uint8)
+    given0[5:25, 5:30] = 3
+    given0[30:45, 40:65] = 7
+    given0[0:3, 0:3] = 255                          # void pixels count as background
+    given2 = np.zeros((h, w), np.uint8)
+    given2[20:40, 10:30] = 5                         # a late object with a smaller id
+    return frames, {0: given0, 2: given2}
+
+
+def test_padding_puts_larger_half_left_and_top():
+    assert padding_ltrb(480, 854) == (5, 5, 0, 0)
+    assert padding_ltrb(250, 440) == (4, 4, 3, 3)
+    assert padding_ltrb(49, 63) == (1, 0, 8, 7)
+
+
+def test_segmenter_matches_reference_loop(tiny):
+    cfg, variables = tiny
+    frames, masks = _video(np.random.default_rng(0))
+    labels, probs = Segmenter(cfg, variables)(frames, masks)
+    ref = reference_segment(cfg, variables, frames, masks)
+    assert probs.shape == (5, 4, 50, 70) and labels.dtype == np.uint8
+    ids = [0, 3, 5, 7]
+    for t, per_id in ref.items():
+        for c, obj in enumerate(ids):
+            expected = per_id.get(obj, np.zeros((50, 70)))
+            np.testing.assert_allclose(probs[t, c], expected, atol=1e-4, err_msg=f"t={t} id={obj}")
+    # Frame 0 is the given mask; id 5 is absent before frame 2 and predicted there.
+    np.testing.assert_array_equal(labels[0], np.where(masks[0] == 255, 0, masks[0]))
+    assert np.all(probs[:2, 2] == 0.0) and probs[2, 2].max() > 0.0
+    assert set(np.unique(labels)) <= {0, 3, 5, 7}
+    np.testing.assert_array_equal(labels, np.asarray(ids, np.uint8)[probs.argmax(1)])
+
+
+def test_chunks_carry_the_state(tiny):
+    cfg, variables = tiny
+    frames, masks = _video(np.random.default_rng(1), t_len=7)
+    whole = Segmenter(cfg, variables, chunk_size=32)(frames, masks)[1]
+    seg = Segmenter(cfg, variables, chunk_size=3)
+    chunked = seg(frames, masks)[1]
+    np.testing.assert_allclose(chunked, whole, atol=1e-5)
+    assert seg.num_compilations == 3     # first chunk, next chunks, the shorter last chunk
+
+
+def test_single_object_mode_and_no_objects(tiny):
+    cfg, variables = tiny
+    frames, masks = _video(np.random.default_rng(2), t_len=3)
+    single = {0: (masks[0] == 3).astype(np.uint8)}
+    labels, probs = Segmenter(cfg, variables, single_object=True)(frames, single)
+    assert probs.shape == (3, 2, 50, 70) and set(np.unique(labels)) <= {0, 1}
+    labels, probs = Segmenter(cfg, variables)(frames, {})
+    assert np.all(labels == 0) and np.all(probs[:, 0] == 1.0)
+
+
+def test_bad_inputs_are_clear_errors(tiny):
+    cfg, variables = tiny
+    frames, masks = _video(np.random.default_rng(3), t_len=3)
+    seg = Segmenter(cfg, variables)
+    with pytest.raises(ValueError, match="mask for frame 0 is 10x10"):
+        seg(frames, {0: np.zeros((10, 10), np.uint8)})
+    with pytest.raises(ValueError, match="frame 9"):
+        seg(frames, {9: masks[0]})
+    with pytest.raises(ValueError, match="uint8"):
+        seg(frames.astype(np.float32), masks)
