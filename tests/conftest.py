@@ -11,6 +11,15 @@ import pytest
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_backend_optimization_level=1").strip()
 
+
+
+def pytest_configure(config):
+    import jax
+    # Threefry's key derivation is a large share of each init's compile time on CPU;
+    # the tests only need some random weights, so they use the cheaper generator.
+    jax.config.update("jax_default_prng_impl", "rbg")
+
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures" / "authors_model"
 
@@ -66,3 +75,12 @@ def random_clip(rng, t=3, h=64, w=64, batch=None):
     for i in range(t):
         masks[..., i, 8 + 2 * i: 8 + 2 * i + h // 3, 10 + i: 10 + i + w // 3] = 1
     return frames, masks
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    """``(config, variables)`` of the default tiny model, shared to save compiles."""
+    import jax
+    from agame_jax import init_variables
+    cfg = tiny_config()
+    return cfg, init_variables(cfg, jax.random.key(0))

@@ -1,10 +1,12 @@
 """The recurrence: scan vs. a Python loop, aggregation, gradients, degenerate masks."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agame_jax import init_variables, merge_params, split_params
+from agame_jax import merge_params, split_params
 from agame_jax.losses import segmentation_loss
 from agame_jax.model import recurrent
 from agame_jax.model.agame import AGame, pool_labels
@@ -15,9 +17,23 @@ from reference import aggregate_reference
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    cfg = tiny_config()
-    return cfg, AGame(cfg), init_variables(cfg, jax.random.key(0))
+def tiny(tiny_model):
+    cfg, variables = tiny_model
+    return cfg, AGame(cfg), variables
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def train_loss_and_grads(cfg, trainable, frozen, stats, frames, labels):
+    """Training-mode loss of ``labels[:, :, None]`` given frame 0; grads of ``trainable``."""
+    model = AGame(cfg)
+
+    def loss_fn(trainable):
+        v = {"params": merge_params(trainable, frozen), "batch_stats": stats}
+        out, new_stats = recurrent.forward_clips(model, v, frames, labels[:, :1], train=True)
+        loss = segmentation_loss(out["fine_logits"], out["coarse_logits"], labels[:, :, None])
+        return loss["loss"], new_stats
+
+    return jax.value_and_grad(loss_fn, has_aux=True)(trainable)
 
 
 def _encode(model, variables, frames):
@@ -42,10 +58,11 @@ def test_scan_equals_python_loop_over_step(tiny, feedback):
     keep = ("probs", "coarse_logits", "fine_logits", "app_scores")
     final, scanned = recurrent.scan_frames(model, variables, states0, feats, 0, objects,
                                            feedback=feedback, keep=keep)
+    step = jax.jit(lambda s, f, t: recurrent.frame_step(model, variables, s, f, t, objects,
+                                                        feedback=feedback, keep=keep))
     states = states0
     for t in range(5):
-        states, out = recurrent.frame_step(model, variables, states, recurrent._frame(feats, t),
-                                           t, objects, feedback=feedback, keep=keep)
+        states, out = step(states, recurrent._frame(feats, t), t)
         for k in keep:
             np.testing.assert_allclose(scanned[k][t], out[k], rtol=1e-5, atol=1e-5, err_msg=k)
     for a, b in zip(jax.tree_util.tree_leaves(final), jax.tree_util.tree_leaves(states)):
@@ -82,15 +99,8 @@ def test_training_forward_backward_jit_on_cpu(tiny):
     rng = np.random.default_rng(5)
     frames, labels = random_clip(rng, t=3, h=64, w=64, batch=2)
     trainable, frozen = split_params(variables["params"], cfg)
-
-    def loss_fn(trainable, frozen, stats, frames, labels):
-        v = {"params": merge_params(trainable, frozen), "batch_stats": stats}
-        out, new_stats = recurrent.forward_clips(model, v, frames, labels[:, :1], train=True)
-        loss = segmentation_loss(out["fine_logits"], out["coarse_logits"], labels[:, :, None])
-        return loss["loss"], new_stats
-
-    (loss, new_stats), grads = jax.jit(jax.value_and_grad(loss_fn, has_aux=True))(
-        trainable, frozen, variables["batch_stats"], jnp.asarray(frames), jnp.asarray(labels))
+    (loss, new_stats), grads = train_loss_and_grads(
+        cfg, trainable, frozen, variables["batch_stats"], jnp.asarray(frames), jnp.asarray(labels))
     assert np.isfinite(float(loss))
     assert set(grads) == {"backbone", "appearance", "mask_prop", "fusion", "upsampler"}
     assert all(k.startswith("layer4") for k in grads["backbone"])
@@ -103,41 +113,42 @@ def test_training_forward_backward_jit_on_cpu(tiny):
     assert not np.allclose(old["layer4_0"]["bn1"]["mean"], new["layer4_0"]["bn1"]["mean"])
     np.testing.assert_array_equal(old["layer3_0"]["bn1"]["mean"], new["layer3_0"]["bn1"]["mean"])
 
-    # Differentiating everything gives exactly zero for the frozen part.
-    def full_loss(params):
-        return loss_fn(*split_params(params, cfg), variables["batch_stats"],
-                       jnp.asarray(frames), jnp.asarray(labels))[0]
-    full = jax.grad(full_loss)(variables["params"])
-    for k, v in full["backbone"].items():
-        if not k.startswith("layer4"):
-            assert all(np.all(x == 0) for x in jax.tree_util.tree_leaves(v)), k
+
+def test_frozen_backbone_gets_no_gradient_even_when_differentiated(tiny):
+    cfg, model, variables = tiny
+    frames, _ = random_clip(np.random.default_rng(7), t=2, h=32, w=32, batch=1)
+
+    def total(params):
+        feats = model.apply({**variables, "params": params}, jnp.asarray(frames),
+                            method=AGame.encode)
+        return sum(jnp.sum(x) for x in (feats.s4, feats.s8, feats.s16))
+
+    grads = jax.grad(total)(variables["params"])["backbone"]
+    for k, v in grads.items():
+        frozen = all(np.all(x == 0) for x in jax.tree_util.tree_leaves(v))
+        assert frozen != k.startswith("layer4"), k
 
 
 @pytest.mark.parametrize("case", ["empty", "tiny", "leaves"])
 def test_degenerate_masks_stay_finite(tiny, case):
     cfg, model, variables = tiny
     rng = np.random.default_rng(6)
-    frames, masks = random_clip(rng, t=4, h=48, w=48)
+    frames, masks = random_clip(rng, t=3, h=64, w=64, batch=2)
     if case == "empty":
         masks[:] = 0
     elif case == "tiny":
         masks[:] = 0
-        masks[0, 20, 20] = 1
-    else:   # the object leaves: the frames where it was become noise-free background
-        frames[1:] = 0
-    first = masks[:1].astype(np.float32)[None]             # [B=1, O=1, H, W]
-
-    def loss_fn(params):
-        v = {"params": params, "batch_stats": variables["batch_stats"]}
-        out, _ = recurrent.forward_clips(model, v, jnp.asarray(frames)[None], first, train=True)
-        return segmentation_loss(out["fine_logits"], out["coarse_logits"],
-                                 jnp.asarray(masks)[None, :, None])["loss"]
-
-    loss, grads = jax.jit(jax.value_and_grad(loss_fn))(variables["params"])
+        masks[:, 0, 20, 20] = 1
+    else:   # the object leaves the frame: later frames are blank and fully background
+        frames[:, 1:] = 0
+        masks[:, 1:] = 0
+    trainable, frozen = split_params(variables["params"], cfg)
+    (loss, _), grads = train_loss_and_grads(
+        cfg, trainable, frozen, variables["batch_stats"], jnp.asarray(frames), jnp.asarray(masks))
     assert np.isfinite(float(loss))
     assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
-    objects = _objects([0], masks[:1])
-    feats = _encode(model, variables, frames)
+    objects = _objects([0], masks[0, :1])
+    feats = _encode(model, variables, frames[0])
     states = recurrent.init_states(model, variables, recurrent._frame(feats, 0), objects.init_seg)
     _, out = recurrent.scan_frames(model, variables, states, feats, 0, objects)
     assert np.all(np.isfinite(np.asarray(out["probs"])))

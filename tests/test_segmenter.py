@@ -4,18 +4,16 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agame_jax import Segmenter, init_variables
+from agame_jax import Segmenter
 from agame_jax.model.agame import AGame
 from agame_jax.segmenter import padding_ltrb
 
-from conftest import tiny_config
 from reference import aggregate_reference, pool16
 
 
 @pytest.fixture(scope="module")
-def tiny():
-    cfg = tiny_config()
-    return cfg, init_variables(cfg, jax.random.key(1))
+def tiny(tiny_model):
+    return tiny_model
 
 
 def reference_segment(cfg, variables, frames, masks):

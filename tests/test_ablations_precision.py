@@ -1,0 +1,90 @@
+"""Table 1 ablation switches and the mixed-precision setting."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agame_jax import Segmenter, init_variables
+from agame_jax.model import recurrent
+from agame_jax.model.agame import AGame, pool_labels
+
+from conftest import random_clip, tiny_config
+
+SWITCHES = ["no_appearance", "no_mask_propagation", "unimodal_appearance",
+            "no_appearance_update", "appearance_softmax", "no_fit_gradient"]
+
+
+def _run(cfg, variables, frames, mask, keep=("probs", "app_scores")):
+    model = AGame(cfg)
+    feats = model.apply(variables, jnp.asarray(frames)[None], method=AGame.encode)
+    feats = jax.tree_util.tree_map(lambda x: x[0], feats)
+    objects = recurrent.ObjectTrack(first_frame=jnp.zeros(1, jnp.int32),
+                                    init_seg=pool_labels(jnp.asarray(mask, jnp.float32)[None]))
+    states = recurrent.init_states(model, variables, recurrent._frame(feats, 0), objects.init_seg)
+    final, out = jax.jit(lambda v, s, f: recurrent.scan_frames(
+        model, v, s, f, 0, objects, keep=keep))(variables, states, feats)
+    return states, final, out
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
+def test_ablation_switch(switch):
+    cfg = tiny_config(**{switch: True})
+    variables = init_variables(cfg, jax.random.key(0))
+    params = variables["params"]
+    fusion_in = params["fusion"]["layer00"]["kernel"].shape[2]
+    frames, masks = random_clip(np.random.default_rng(0), t=3, h=48, w=48)
+    keep = ("probs",) if switch == "no_appearance" else ("probs", "app_scores")
+    init, final, out = _run(cfg, variables, frames, masks[0], keep)
+    assert np.all(np.isfinite(np.asarray(out["probs"])))
+    if switch == "no_appearance":
+        assert "appearance" not in params and fusion_in == cfg.mask_prop_channels
+        return
+    scores = np.asarray(out["app_scores"])
+    if switch == "no_mask_propagation":
+        assert "mask_prop" not in params and fusion_in == 4
+    elif switch == "unimodal_appearance":
+        assert params["appearance"]["cov_reg"].shape == (2, cfg.appearance_dim)
+        assert fusion_in == 2 + cfg.mask_prop_channels and scores.shape[-1] == 2
+    elif switch == "no_appearance_update":
+        # (re-initialised at frame 0 inside the compiled scan: equal up to rounding)
+        np.testing.assert_allclose(final.mixture.mean, init.mixture.mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(final.mixture.var, init.mixture.var, rtol=1e-5, atol=1e-6)
+    elif switch == "appearance_softmax":
+        np.testing.assert_allclose(scores[1:].sum(-1), 1.0, atol=1e-5)
+    if switch != "no_appearance_update":
+        assert not np.allclose(final.mixture.mean, init.mixture.mean)
+
+
+@pytest.mark.parametrize("stop", [False, True])
+def test_no_fit_gradient_cuts_the_gradient_through_the_fit(stop):
+    cfg = tiny_config(no_fit_gradient=stop)
+    model = AGame(cfg)
+    variables = init_variables(cfg, jax.random.key(0))
+    frames, masks = random_clip(np.random.default_rng(1), t=2, h=48, w=48)
+    feats = model.apply(variables, jnp.asarray(frames)[None], method=AGame.encode)
+    f = jax.tree_util.tree_map(lambda x: x[0], feats)
+    seg = pool_labels(jnp.asarray(masks[0], jnp.float32))
+
+    def loss(params):
+        v = {**variables, "params": params}
+        state = model.apply(v, f.s16[0], f.app[0], seg, method=AGame.init_object)
+        _, _, scores = model.apply(v, state, f.s16[1], f.app[1], f.s8[1], f.s4[1],
+                                   method=AGame.predict_object)
+        return jnp.sum(jax.nn.log_softmax(scores, -1)[..., 1])
+
+    g = jax.grad(loss)(variables["params"])["appearance"]["cov_reg"]
+    # cov_reg enters the scores only through the fitted variances.
+    assert (np.abs(np.asarray(g)).max() == 0.0) == stop
+
+
+def test_bfloat16_convolutions_keep_mixture_in_float32(tiny_model):
+    cfg32, variables = tiny_model
+    cfg16 = tiny_config(dtype="bfloat16")
+    frames, masks = random_clip(np.random.default_rng(2), t=3, h=48, w=64)
+    feats = AGame(cfg16).apply(variables, jnp.asarray(frames)[None], method=AGame.encode)
+    assert feats.s16.dtype == jnp.bfloat16 and feats.app.dtype == jnp.float32
+    init, _, out = _run(cfg16, variables, frames, masks[0])
+    assert init.mixture.mean.dtype == jnp.float32 and out["app_scores"].dtype == jnp.float32
+    labels16, _ = Segmenter(cfg16, variables)(frames, {0: masks[0]})
+    labels32, _ = Segmenter(cfg32, variables)(frames, {0: masks[0]})
+    assert (labels16 == labels32).mean() > 0.9
