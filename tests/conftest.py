@@ -20,7 +20,9 @@ def pytest_configure(config):
     jax.config.update("jax_default_prng_impl", "rbg")
 
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# ../shared beside the checkout; AGAME_SHARED points elsewhere (e.g. a copy on a GPU host).
+SHARED = Path(os.environ.get("AGAME_SHARED",
+                             Path(__file__).resolve().parents[1].parent / "shared"))
 FIXTURES = SHARED / "fixtures" / "authors_model"
 
 

@@ -56,7 +56,10 @@ class AppearanceModule(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.conv_in = nn.Conv(cfg.appearance_dim, (1, 1), dtype=cfg.compute_dtype,
+        # The projection feeds the float32 mixture math, so it runs in float32 too
+        # (one 1×1 conv at stride 16, shared by all objects: cheap).
+        self.conv_in = nn.Conv(cfg.appearance_dim, (1, 1), dtype=jnp.float32,
+                               precision=jax.lax.Precision.HIGHEST,
                                param_dtype=cfg.params_dtype, name="conv_in")
         self.cov_reg = self.param(
             "cov_reg", nn.initializers.constant(cfg.var_offset_init),
@@ -64,7 +67,7 @@ class AppearanceModule(nn.Module):
 
     def project(self, s16: jax.Array) -> jax.Array:
         """Layer4 features ``[..., h, w, C]`` → appearance features ``[..., h, w, D]`` (f32)."""
-        return self.conv_in(s16).astype(jnp.float32)
+        return self.conv_in(s16.astype(jnp.float32))
 
     def var_offset(self) -> jax.Array:
         """softplus of the learned offsets, ``[K, D]`` float32."""

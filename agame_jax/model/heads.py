@@ -14,10 +14,13 @@ from agame_jax.config import ModelConfig
 from agame_jax.model.resize import upsample_bilinear
 
 
-def _conv(cfg: ModelConfig, features: int, kernel: int, name: str, dilation: int = 1):
+def _conv(cfg: ModelConfig, features: int, kernel: int, name: str, dilation: int = 1,
+          full_precision: bool = False):
     pad = dilation * (kernel // 2)
     return nn.Conv(features, (kernel, kernel), kernel_dilation=(dilation, dilation),
-                   padding=[(pad, pad), (pad, pad)], dtype=cfg.compute_dtype,
+                   padding=[(pad, pad), (pad, pad)],
+                   dtype=jnp.float32 if full_precision else cfg.compute_dtype,
+                   precision=jax.lax.Precision.HIGHEST if full_precision else None,
                    param_dtype=cfg.params_dtype, name=name)
 
 
@@ -60,11 +63,16 @@ class Fusion(nn.Module):
     @nn.compact
     def __call__(self, app_scores, mask_prop):
         cfg = self.config
-        dt = cfg.compute_dtype
+        # The raw appearance scores are log-likelihoods of magnitude ~10²–10³ whose
+        # differences carry the signal: in bfloat16 (8-bit mantissa) they would be rounded
+        # to whole units. The first fusion conv therefore reads them in float32.
+        exact = app_scores is not None
+        dt = jnp.float32 if exact else cfg.compute_dtype
         x = jnp.concatenate([v.astype(dt) for v in (app_scores, mask_prop) if v is not None],
                             axis=-1)
         c1, c2 = cfg.fusion_channels
-        x = nn.relu(_conv(cfg, c1, 3, "layer00")(x))
+        x = nn.relu(_conv(cfg, c1, 3, "layer00", full_precision=exact)(x)).astype(
+            cfg.compute_dtype)
         x = nn.relu(_conv(cfg, c2, 3, "layer01")(x))
         coarse = _conv(cfg, 2, cfg.coarse_kernel, "predictor")(x)
         return x, coarse.astype(jnp.float32)
