@@ -48,8 +48,9 @@ class ModelConfig:
     no_appearance_update: bool = False  # keep the first-frame mixture
     appearance_softmax: bool = False    # softmax over the component scores
     no_fit_gradient: bool = False       # stop_gradient on the fitted mixture
-    # Numerics: convolutions run in `dtype`; the mixture math always in float32.
-    dtype: str = "float32"
+    # Numerics: convolutions run in `dtype` ("auto": bfloat16 on GPU/TPU, float32 on
+    # CPU); the mixture math and the convolutions that read its scores run in float32.
+    dtype: str = "auto"
     param_dtype: str = "float32"
 
     def __post_init__(self):
@@ -57,8 +58,9 @@ class ModelConfig:
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
         if len(self.backbone_blocks) != 4:
             raise ValueError(f"model.backbone_blocks needs 4 stages, got {self.backbone_blocks}")
-        if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+        if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
+            raise ValueError("model.dtype must be auto, float32, bfloat16 or float16, "
+                             f"got {self.dtype!r}")
         if self.no_appearance and self.no_mask_propagation:
             raise ValueError("model.no_appearance and model.no_mask_propagation leave the "
                              "fusion module with no input")
@@ -76,6 +78,10 @@ class ModelConfig:
 
     @property
     def compute_dtype(self):
+        """The convolutions' dtype, with ``"auto"`` resolved for the default backend."""
+        if self.dtype == "auto":
+            import jax
+            return jnp.dtype(jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16)
         return jnp.dtype(self.dtype)
 
     @property
@@ -101,6 +107,11 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config field(s): {', '.join(unknown)}")
         return cls(**dict(config))
+
+    def to_config_dict(self):
+        """The fields as an ``ml_collections.ConfigDict`` (the ``model`` field of a config)."""
+        import ml_collections
+        return ml_collections.ConfigDict(self.to_dict())
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v)

@@ -56,14 +56,15 @@ def authors_state_dict():
 @pytest.fixture(scope="session")
 def authors_model(authors_state_dict):
     """``(config, variables)`` converted from the authors' state dict."""
+    from agame_jax import ModelConfig
     from agame_jax.convert import convert_agame
-    return convert_agame(authors_state_dict)
+    return convert_agame(authors_state_dict, ModelConfig(dtype="float32"))
 
 
 def tiny_config(**overrides):
     """A narrow, shallow A-GAME for CPU tests: same code path, reduced widths/depths."""
     from agame_jax import ModelConfig
-    fields = dict(backbone_blocks=(1, 1, 1, 1), backbone_width=8, appearance_dim=16,
+    fields = dict(dtype="float32", backbone_blocks=(1, 1, 1, 1), backbone_width=8, appearance_dim=16,
                   mask_prop_channels=16, fusion_channels=(16, 8), upsampler_channels=8)
     fields.update(overrides)
     return ModelConfig(**fields)

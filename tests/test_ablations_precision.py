@@ -20,7 +20,7 @@ def _run(cfg, variables, frames, mask, keep=("probs", "app_scores")):
     feats = jax.tree_util.tree_map(lambda x: x[0], feats)
     objects = recurrent.ObjectTrack(first_frame=jnp.zeros(1, jnp.int32),
                                     init_seg=pool_labels(jnp.asarray(mask, jnp.float32)[None]))
-    states = recurrent.init_states(model, variables, recurrent._frame(feats, 0), objects.init_seg)
+    states = recurrent.init_states(model, variables, recurrent.frame_at(feats, 0), objects.init_seg)
     final, out = jax.jit(lambda v, s, f: recurrent.scan_frames(
         model, v, s, f, 0, objects, keep=keep))(variables, states, feats)
     return states, final, out

@@ -79,3 +79,14 @@ def test_module_output_shapes_full_size():
 def test_unknown_model_field_is_an_error():
     with pytest.raises(ValueError, match="backbone_widht"):
         ModelConfig.from_any({"backbone_widht": 3})
+
+
+def test_init_variables_takes_a_config_files_model_field():
+    from configs.stage1 import get_config
+    config = get_config()
+    cfg = ModelConfig.from_any(config.model)
+    assert cfg == ModelConfig() and cfg.backbone_blocks == (3, 4, 23, 3)
+    with pytest.raises(AttributeError):
+        config.model.backbone_widht = 3               # locked: typos fail
+    shapes = variable_shapes(config.model)
+    assert count(shapes["params"]) == 63_468_228

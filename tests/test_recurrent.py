@@ -54,7 +54,7 @@ def test_scan_equals_python_loop_over_step(tiny, feedback):
     second = np.zeros_like(masks[2]); second[30:50, 5:20] = 1
     objects = _objects([0, 2], np.stack([masks[0], second]))   # object 2 joins at frame 2
     feats = _encode(model, variables, frames)
-    states0 = recurrent.init_states(model, variables, recurrent._frame(feats, 0), objects.init_seg)
+    states0 = recurrent.init_states(model, variables, recurrent.frame_at(feats, 0), objects.init_seg)
     keep = ("probs", "coarse_logits", "fine_logits", "app_scores")
     final, scanned = recurrent.scan_frames(model, variables, states0, feats, 0, objects,
                                            feedback=feedback, keep=keep)
@@ -62,7 +62,7 @@ def test_scan_equals_python_loop_over_step(tiny, feedback):
                                                         feedback=feedback, keep=keep))
     states = states0
     for t in range(5):
-        states, out = step(states, recurrent._frame(feats, t), t)
+        states, out = step(states, recurrent.frame_at(feats, t), t)
         for k in keep:
             np.testing.assert_allclose(scanned[k][t], out[k], rtol=1e-5, atol=1e-5, err_msg=k)
     for a, b in zip(jax.tree_util.tree_leaves(final), jax.tree_util.tree_leaves(states)):
@@ -149,6 +149,6 @@ def test_degenerate_masks_stay_finite(tiny, case):
     assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
     objects = _objects([0], masks[0, :1])
     feats = _encode(model, variables, frames[0])
-    states = recurrent.init_states(model, variables, recurrent._frame(feats, 0), objects.init_seg)
+    states = recurrent.init_states(model, variables, recurrent.frame_at(feats, 0), objects.init_seg)
     _, out = recurrent.scan_frames(model, variables, states, feats, 0, objects)
     assert np.all(np.isfinite(np.asarray(out["probs"])))

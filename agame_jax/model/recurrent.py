@@ -37,7 +37,8 @@ class ObjectTrack:
     init_seg: jax.Array
 
 
-def _frame(feats: Features, index) -> Features:
+def frame_at(feats: Features, index) -> Features:
+    """The maps of one frame: ``index`` into the leading (time) axis of every array."""
     return jax.tree_util.tree_map(lambda x: x[index], feats)
 
 
@@ -157,13 +158,12 @@ def forward_clips(model: AGame, variables, frames: jax.Array, first_masks: jax.A
                           init_seg=pool_labels(first_masks))
 
     def one_clip(clip_feats: Features, clip_objects: ObjectTrack):
-        states = init_states(model, variables, _frame(clip_feats, 0), clip_objects.init_seg)
+        states = init_states(model, variables, frame_at(clip_feats, 0), clip_objects.init_seg)
         later = jax.tree_util.tree_map(lambda x: x[1:], clip_feats)
         _, outputs = scan_frames(model, variables, states, later, 1, clip_objects,
                                  feedback=feedback, late_objects=False, keep=keep)
         return outputs
 
-    objects = jax.tree_util.tree_map(lambda x: x, objects)
     per_clip_objects = ObjectTrack(
         first_frame=jnp.broadcast_to(objects.first_frame, (frames.shape[0], num_objects)),
         init_seg=objects.init_seg)
