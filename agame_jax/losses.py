@@ -57,3 +57,27 @@ def segmentation_loss(fine_logits: jax.Array, coarse_logits: jax.Array | None,
         loss_coarse = mean_nll(upsample_bilinear(coarse_lp, 16))
     return {"loss": loss_fine + coarse_weight * loss_coarse, "loss_fine": loss_fine,
             "loss_coarse": loss_coarse}
+
+
+def clip_loss(model, variables, frames: jax.Array, labels: jax.Array, *, train: bool = True,
+              coarse_weight: float = 1.0, include_first_frame: bool = True):
+    """Forward clips whose objects are given at frame 0 and score them (stage-1 loss).
+
+    Args:
+      model: an ``AGame`` module; ``variables`` its ``{"params", "batch_stats"}``.
+      frames: ``[B, T, H, W, 3]`` uint8 clips.
+      labels: ``[B, T, H, W]`` binary targets of one object per clip (frame 0 initialises).
+      coarse_weight: weight of the coarse term (0 for the authors' stage 2).
+
+    Returns:
+      ``(losses, batch_stats)``: the dict of ``segmentation_loss`` and the batch statistics
+      after the pass (updated once per frame in training mode).
+    """
+    from agame_jax.model import recurrent
+    out, batch_stats = recurrent.forward_clips(model, variables, frames, labels[:, :1],
+                                               train=train)
+    losses = segmentation_loss(out["fine_logits"],
+                               out["coarse_logits"] if coarse_weight else None,
+                               labels[:, :, None], coarse_weight=coarse_weight,
+                               include_first_frame=include_first_frame)
+    return losses, batch_stats

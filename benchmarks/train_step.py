@@ -21,8 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import device_line, flops_of, model_config, peak_memory_gib, print_table, time_call  # noqa: E402
 
 from agame_jax import init_variables, merge_params, split_params  # noqa: E402
-from agame_jax.losses import segmentation_loss  # noqa: E402
-from agame_jax.model import recurrent  # noqa: E402
+from agame_jax.losses import clip_loss  # noqa: E402
 from agame_jax.model.agame import AGame  # noqa: E402
 
 
@@ -33,9 +32,8 @@ def make_step(cfg):
     def step(trainable, frozen, stats, frames, labels):
         def loss_fn(trainable):
             v = {"params": merge_params(trainable, frozen), "batch_stats": stats}
-            out, new_stats = recurrent.forward_clips(model, v, frames, labels[:, :1], train=True)
-            loss = segmentation_loss(out["fine_logits"], out["coarse_logits"], labels[:, :, None])
-            return loss["loss"], new_stats
+            losses, new_stats = clip_loss(model, v, frames, labels)
+            return losses["loss"], new_stats
         return jax.value_and_grad(loss_fn, has_aux=True)(trainable)
     return step
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from agame_jax import merge_params, split_params
-from agame_jax.losses import segmentation_loss
+from agame_jax.losses import clip_loss
 from agame_jax.model import recurrent
 from agame_jax.model.agame import AGame, pool_labels
 from agame_jax.model.aggregation import aggregate
@@ -29,9 +29,8 @@ def train_loss_and_grads(cfg, trainable, frozen, stats, frames, labels):
 
     def loss_fn(trainable):
         v = {"params": merge_params(trainable, frozen), "batch_stats": stats}
-        out, new_stats = recurrent.forward_clips(model, v, frames, labels[:, :1], train=True)
-        loss = segmentation_loss(out["fine_logits"], out["coarse_logits"], labels[:, :, None])
-        return loss["loss"], new_stats
+        losses, new_stats = clip_loss(model, v, frames, labels)
+        return losses["loss"], new_stats
 
     return jax.value_and_grad(loss_fn, has_aux=True)(trainable)
 
