@@ -1,0 +1,107 @@
+"""One optimisation step of A-GAME on a batch of clips, data-parallel over devices.
+
+Only the trainable subtree (layer4 and the heads, ``split_params``) is differentiated and
+held by the optimiser; the frozen backbone travels unchanged. The batch is sharded over a
+1-D device mesh (axis ``"data"``); everything else is replicated. With one device this is
+the plain single-device step.
+"""
+from __future__ import annotations
+
+
+import flax.struct
+import jax
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from agame_jax.api import merge_params, split_params
+from agame_jax.config import ModelConfig
+from agame_jax.losses import clip_loss
+from agame_jax.model.agame import AGame
+
+
+@flax.struct.dataclass
+class TrainState:
+    """``step`` int32 scalar; ``trainable``/``frozen`` params; ``batch_stats``; ``opt_state``."""
+
+    step: jax.Array
+    trainable: dict
+    frozen: dict
+    batch_stats: dict
+    opt_state: optax.OptState
+
+    @property
+    def variables(self) -> dict:
+        return {"params": merge_params(self.trainable, self.frozen),
+                "batch_stats": self.batch_stats}
+
+
+def create_train_state(variables: dict, model_config, optimizer: optax.GradientTransformation
+                       ) -> TrainState:
+    """A ``TrainState`` at step 0 from model ``variables``.
+
+    The state holds copies: the train step donates its input state, and must not delete
+    the caller's arrays.
+    """
+    variables = jax.tree_util.tree_map(lambda x: jax.numpy.array(x, copy=True), variables)
+    trainable, frozen = split_params(variables["params"], model_config)
+    return TrainState(step=jax.numpy.zeros((), jax.numpy.int32), trainable=trainable,
+                      frozen=frozen, batch_stats=variables["batch_stats"],
+                      opt_state=optimizer.init(trainable))
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+    """A 1-D mesh over ``devices`` (default: all devices) with axis ``"data"``."""
+    devices = np.asarray(jax.devices() if devices is None else devices)
+    return jax.sharding.Mesh(devices.reshape(-1), ("data",))
+
+
+def make_train_step(model_config, optimizer: optax.GradientTransformation, mesh=None, *,
+                    coarse_weight: float = 1.0, include_first_frame: bool = True):
+    """A jitted ``step(state, frames, labels) -> (state, metrics)``.
+
+    ``frames [B, T, H, W, 3]`` uint8 and ``labels [B, T, H, W]`` (one object per clip, 0/1,
+    255 ignored) are split over the mesh's ``"data"`` axis (B divisible by its size). The
+    input state is donated. ``metrics``: ``loss``, ``loss_fine``, ``loss_coarse``,
+    ``grad_norm`` (replicated scalars).
+    """
+    cfg = ModelConfig.from_any(model_config)
+    model = AGame(cfg)
+    mesh = make_mesh() if mesh is None else mesh
+    replicated = NamedSharding(mesh, P())
+    batch = NamedSharding(mesh, P("data"))
+
+    def step(state: TrainState, frames, labels):
+        def loss_fn(trainable):
+            v = {"params": merge_params(trainable, state.frozen),
+                 "batch_stats": state.batch_stats}
+            losses, new_stats = clip_loss(model, v, frames, labels, train=True,
+                                          coarse_weight=coarse_weight,
+                                          include_first_frame=include_first_frame)
+            return losses["loss"], (losses, new_stats)
+
+        (_, (losses, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.trainable)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
+        new_state = state.replace(step=state.step + 1,
+                                  trainable=optax.apply_updates(state.trainable, updates),
+                                  batch_stats=new_stats, opt_state=opt_state)
+        return new_state, {**losses, "grad_norm": optax.tree.norm(grads)}
+
+    return jax.jit(step, in_shardings=(replicated, batch, batch),
+                   out_shardings=(replicated, replicated), donate_argnums=(0,))
+
+
+def shard_batch(mesh, *arrays):
+    """Place host arrays on the mesh, split along their first axis."""
+    sharding = NamedSharding(mesh, P("data"))
+    return tuple(jax.device_put(a, sharding) for a in arrays)
+
+
+def replicate(mesh, tree):
+    """Place a pytree on every device of the mesh."""
+    return jax.device_put(tree, NamedSharding(mesh, P()))
+
+
+__all__ = ["TrainState", "create_train_state", "make_mesh", "make_train_step", "shard_batch",
+           "replicate"]
