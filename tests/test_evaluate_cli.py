@@ -75,3 +75,9 @@ def test_segment_and_score_with_a_checkpoint(tmp_path, tiny_model):
     assert 0.0 <= g["J-Mean"] <= 1.0 and 0.0 <= g["F-Mean"] <= 1.0
     timing = json.loads((out / "timing.json").read_text())
     assert timing["frames"] == len(names) and timing["compilations"] >= 1
+    # --resume skips the finished sequence and still scores it.
+    (out / "global.csv").unlink()
+    assert main(["--checkpoint", str(ckpt), "--dataset", dataset, "--data-root", str(SAMPLE),
+                 "--sequences", "rollerblade", "--output", str(out), "--resume"]) == 0
+    assert json.loads((out / "timing.json").read_text())["skipped_sequences"] == 1
+    assert _global(out) == g

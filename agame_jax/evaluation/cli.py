@@ -5,7 +5,7 @@ method's result PNGs (``--score-only``).
     python evaluate.py --score-only --results OUT --dataset davis2017 --data-root DAVIS
 
 So far DAVIS-2017 and DAVIS-2016 (objects merged, single-object feedback) are supported;
-YouTube-VOS, plain folders, pictures and ``--resume`` belong to the evaluation issue.
+YouTube-VOS, plain folders and pictures belong to the evaluation issue.
 """
 from __future__ import annotations
 
@@ -24,16 +24,29 @@ from agame_jax.evaluation.scoring import score_results, write_scores
 DATASETS = ("davis2017", "davis2016")
 
 
+def _complete(folder: Path, names: list[str]) -> bool:
+    return folder.is_dir() and all((folder / f"{n}.png").exists() for n in names)
+
+
 def segment_dataset(checkpoint: Path, data_root: Path, sequences: list[str], output: Path,
-                    single_object: bool, chunk_size: int, log=print) -> dict:
-    """Run a checkpoint over every sequence; write palette PNGs and return timing."""
+                    single_object: bool, chunk_size: int, resume: bool = False,
+                    log=print) -> dict:
+    """Run a checkpoint over every sequence; write palette PNGs and return timing.
+
+    With ``resume``, sequences whose folder already holds every frame are skipped (a
+    folder only appears once complete: results are written to a temporary folder first).
+    """
     import jax
     from agame_jax import Segmenter
     segmenter = Segmenter.from_checkpoint(checkpoint, chunk_size=chunk_size,
                                           single_object=single_object)
-    timed_frames, timed_seconds, total_frames = 0, 0.0, 0
+    timed_frames, timed_seconds, total_frames, skipped = 0, 0.0, 0, 0
     for k, seq in enumerate(sequences, start=1):
         names = davis.frame_names(data_root, seq)
+        if resume and _complete(output / seq, names):
+            skipped += 1
+            log(f"[{k}/{len(sequences)}] {seq}: already complete, skipped (--resume)")
+            continue
         frames = davis.load_frames(data_root, seq)
         first = davis.load_annotation(data_root, seq, names[0], frames.shape[1:3],
                                       merge_objects=single_object)
@@ -55,7 +68,7 @@ def segment_dataset(checkpoint: Path, data_root: Path, sequences: list[str], out
         tmp.rename(output / seq)
         log(f"[{k}/{len(sequences)}] {seq}: {len(frames)} frames in {seconds:.2f} s")
     device = jax.devices()[0]
-    return {"frames": total_frames, "timed_frames": timed_frames,
+    return {"frames": total_frames, "skipped_sequences": skipped, "timed_frames": timed_frames,
             "seconds": timed_seconds,
             "fps": timed_frames / timed_seconds if timed_seconds else None,
             "note": "frames/s over videos that needed no compilation, including host-side "
@@ -76,6 +89,8 @@ def main(argv=None) -> int:
     parser.add_argument("--results", type=Path, help="result PNGs to score (--score-only)")
     parser.add_argument("--sequences", nargs="+", help="only these sequences")
     parser.add_argument("--chunk-size", type=int, default=32)
+    parser.add_argument("--resume", action="store_true",
+                        help="skip sequences whose results are already complete")
     args = parser.parse_args(argv)
     merge = args.dataset == "davis2016"
     try:
@@ -91,7 +106,8 @@ def main(argv=None) -> int:
             output = results = args.output
             output.mkdir(parents=True, exist_ok=True)
             timing = segment_dataset(args.checkpoint, args.data_root, sequences, output,
-                                     single_object=merge, chunk_size=args.chunk_size)
+                                     single_object=merge, chunk_size=args.chunk_size,
+                                     resume=args.resume)
             (output / "timing.json").write_text(json.dumps(timing, indent=2))
         rows, glob = score_results(results, args.data_root, sequences, merge_objects=merge)
         write_scores(output, rows, glob)
