@@ -9,8 +9,8 @@ import jax.numpy as jnp
 from agame_jax.config import ModelConfig
 from agame_jax.model.agame import AGame
 
-# Smallest clip that touches every module: 2 frames of one 16×16 block... at stride 16
-# the dilated convs need no minimum size, so 32×32 keeps init cheap.
+# Init runs the network once on a dummy clip: 2 frames (a first frame to initialise
+# from and one to predict) of 32×32, small enough to keep init cheap.
 _INIT_SHAPE = (1, 2, 32, 32, 3)
 
 

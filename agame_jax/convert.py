@@ -74,7 +74,7 @@ def torch_name(collection: str, path: tuple[str, ...]) -> str:
     raise KeyError(f"no torch name for {collection}/{'/'.join(path)}")
 
 
-def _to_flax(array: np.ndarray, target_shape: tuple[int, ...], leaf: str) -> np.ndarray:
+def _to_flax(array: np.ndarray, leaf: str) -> np.ndarray:
     if leaf == "kernel" and array.ndim == 4:
         array = array.transpose(2, 3, 1, 0)             # OIHW → HWIO
     elif leaf == "cov_reg":
@@ -126,7 +126,7 @@ def state_dict_to_variables(state_dict: Mapping[str, np.ndarray], template, *,
                 missing.append(name)
                 continue
             used.add(name)
-            value = _to_flax(np.asarray(state_dict[name]), target.shape, path[-1])
+            value = _to_flax(np.asarray(state_dict[name]), path[-1])
             if tuple(value.shape) != tuple(target.shape):
                 bad_shape.append(f"{name}: got {tuple(np.shape(state_dict[name]))}, "
                                  f"model needs {tuple(target.shape)} (flax layout)")

@@ -56,6 +56,23 @@ def print_table(header: list[str], rows: list[list]) -> None:
             print("-+-".join("-" * w for w in widths))
 
 
+def add_common_args(parser, height: int, width: int, frames: int) -> None:
+    """Size, dtype, repetition and model-size flags shared by the benchmark scripts."""
+    parser.add_argument("--height", type=int, default=height)
+    parser.add_argument("--width", type=int, default=width)
+    parser.add_argument("--frames", type=int, default=frames)
+    parser.add_argument("--dtype", nargs="+", default=["bfloat16"])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--tiny", action="store_true", help="reduced widths and depths")
+
+
+def setup_run(args):
+    """Print the device and return float32-initialised variables (shared by all dtypes)."""
+    from agame_jax import init_variables
+    print(device_line())
+    return init_variables(model_config("float32", args.tiny), jax.random.key(0))
+
+
 def device_line() -> str:
     d = jax.devices()[0]
     return f"device: {d.device_kind} ({jax.default_backend()}), jax {jax.__version__}"

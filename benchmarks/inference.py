@@ -19,25 +19,20 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_line, flops_of, model_config, peak_memory_gib, print_table, time_call  # noqa: E402
+from common import (add_common_args, flops_of, model_config, peak_memory_gib,  # noqa: E402
+                    print_table, setup_run, time_call)
 
-from agame_jax import Segmenter, init_variables  # noqa: E402
+from agame_jax import Segmenter  # noqa: E402
 from agame_jax.model import recurrent  # noqa: E402
 from agame_jax.model.agame import pool_labels  # noqa: E402
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--height", type=int, default=480)
-    parser.add_argument("--width", type=int, default=864)
-    parser.add_argument("--frames", type=int, default=32, help="frames per chunk")
+    add_common_args(parser, height=480, width=864, frames=32)     # frames: per chunk
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 2, 5])
-    parser.add_argument("--dtype", nargs="+", default=["bfloat16"])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--tiny", action="store_true")
     args = parser.parse_args(argv)
-    print(device_line())
-    variables = init_variables(model_config("float32", args.tiny), jax.random.key(0))
+    variables = setup_run(args)
     rng = np.random.default_rng(0)
     frames = jnp.asarray(rng.integers(0, 256, (args.frames, args.height, args.width, 3),
                                       dtype=np.uint8))

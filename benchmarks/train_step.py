@@ -18,9 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_line, flops_of, model_config, peak_memory_gib, print_table, time_call  # noqa: E402
+from common import (add_common_args, flops_of, model_config, peak_memory_gib,  # noqa: E402
+                    print_table, setup_run, time_call)
 
-from agame_jax import init_variables, merge_params, split_params  # noqa: E402
+from agame_jax import merge_params, split_params  # noqa: E402
 from agame_jax.losses import clip_loss  # noqa: E402
 from agame_jax.model.agame import AGame  # noqa: E402
 
@@ -40,16 +41,10 @@ def make_step(cfg):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_common_args(parser, height=240, width=432, frames=8)
     parser.add_argument("--batch", type=int, default=4)
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--height", type=int, default=240)
-    parser.add_argument("--width", type=int, default=432)
-    parser.add_argument("--dtype", nargs="+", default=["bfloat16"])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--tiny", action="store_true")
     args = parser.parse_args(argv)
-    print(device_line())
-    variables = init_variables(model_config("float32", args.tiny), jax.random.key(0))
+    variables = setup_run(args)
     rng = np.random.default_rng(0)
     b, t, h, w = args.batch, args.frames, args.height, args.width
     frames = jnp.asarray(rng.integers(0, 256, (b, t, h, w, 3), dtype=np.uint8))
