@@ -5,8 +5,11 @@ Layout of a variables checkpoint directory::
     DIR/model_config.json     the ModelConfig fields
     DIR/variables/            orbax StandardCheckpointer tree {"params", "batch_stats"}
 
-``resolve`` also accepts a training workdir (``DIR/checkpoints/<step>/``) or a
-directory of numbered steps, and picks the newest complete step.
+``resolve`` also accepts a training step (``WORKDIR/checkpoints/<step>/``, whose
+``variables`` item has the same layout and whose ``model_config/metadata`` holds the
+config), a directory of numbered steps (the newest complete one is taken) or a training
+workdir: its ``best/`` export (the best validation J&F) when there is one, else its
+newest step.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from agame_jax.config import ModelConfig
 
 CONFIG_FILE = "model_config.json"
 VARIABLES_DIR = "variables"
+STEP_CONFIG = Path("model_config") / "metadata"      # orbax JsonSave item of a train step
 
 
 def save_variables(path: str | Path, variables, model_config) -> Path:
@@ -39,24 +43,34 @@ def save_variables(path: str | Path, variables, model_config) -> Path:
     return path
 
 
+def _config_file(path: Path) -> Path | None:
+    for candidate in (path / CONFIG_FILE, path / STEP_CONFIG):
+        if candidate.exists() and (path / VARIABLES_DIR).is_dir():
+            return candidate
+    return None
+
+
 def resolve(path: str | Path) -> Path:
-    """The variables checkpoint directory that ``path`` names (see module docstring)."""
+    """The checkpoint directory that ``path`` names (see module docstring)."""
     path = Path(path).absolute()
-    if (path / CONFIG_FILE).exists():
+    if _config_file(path):
         return path
+    if _config_file(path / "best"):
+        return path / "best"
     for base in (path / "checkpoints", path):
         if base.is_dir():
             steps = sorted((int(p.name), p) for p in base.iterdir()
-                           if p.name.isdigit() and (p / CONFIG_FILE).exists())
+                           if p.name.isdigit() and _config_file(p))
             if steps:
                 return steps[-1][1]
-    raise FileNotFoundError(f"{path}: no checkpoint found (expected {CONFIG_FILE} there, "
-                            "or numbered step directories holding one)")
+    raise FileNotFoundError(f"{path}: no checkpoint found (expected {CONFIG_FILE} and "
+                            f"{VARIABLES_DIR}/ there, a training workdir, or numbered step "
+                            "directories)")
 
 
 def load_model_config(path: str | Path) -> ModelConfig:
     """The ``ModelConfig`` saved with a checkpoint."""
-    return ModelConfig.from_any(json.loads((resolve(path) / CONFIG_FILE).read_text()))
+    return ModelConfig.from_any(json.loads(_config_file(resolve(path)).read_text()))
 
 
 def load_variables(path: str | Path) -> tuple[ModelConfig, dict]:

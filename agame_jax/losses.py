@@ -59,25 +59,45 @@ def segmentation_loss(fine_logits: jax.Array, coarse_logits: jax.Array | None,
             "loss_coarse": loss_coarse}
 
 
+def object_targets(labels: jax.Array, num_objects: int, ignore_index: int = 255) -> jax.Array:
+    """Per-object binary targets ``[B, T, O, H, W]`` from label maps ``[B, T, H, W]``.
+
+    Object ``k`` (1..O) is 1 where ``labels == k``; void stays ``ignore_index``; an
+    object absent from frame 0 (a clip with fewer than O objects) is ignored entirely.
+    """
+    ids = jnp.arange(1, num_objects + 1, dtype=labels.dtype)
+    targets = (labels[:, :, None] == ids[:, None, None]).astype(jnp.int32)
+    present = jnp.any(targets[:, :1] == 1, axis=(1, 3, 4))              # [B, O]
+    ignore = (labels[:, :, None] == ignore_index) | ~present[:, None, :, None, None]
+    return jnp.where(ignore, ignore_index, targets)
+
+
 def clip_loss(model, variables, frames: jax.Array, labels: jax.Array, *, train: bool = True,
-              coarse_weight: float = 1.0, include_first_frame: bool = True):
+              coarse_weight: float = 1.0, include_first_frame: bool = True,
+              num_objects: int = 1, remat: bool = False):
     """Forward clips whose objects are given at frame 0 and score them (stage-1 loss).
 
     Args:
       model: an ``AGame`` module; ``variables`` its ``{"params", "batch_stats"}``.
       frames: ``[B, T, H, W, 3]`` uint8 clips.
-      labels: ``[B, T, H, W]`` binary targets of one object per clip (frame 0 initialises).
+      labels: ``[B, T, H, W]`` label maps: objects 1..``num_objects`` (frame 0
+        initialises them), 0 background, 255 ignored. The authors train one object per
+        clip (binary labels); with several, each object is tracked on its own (vmapped,
+        no aggregation) and has its own loss term, averaged.
       coarse_weight: weight of the coarse term (0 for the authors' stage 2).
+      remat: recompute each frame's step in the backward pass (``scan_frames``).
 
     Returns:
       ``(losses, batch_stats)``: the dict of ``segmentation_loss`` and the batch statistics
       after the pass (updated once per frame in training mode).
     """
     from agame_jax.model import recurrent
-    out, batch_stats = recurrent.forward_clips(model, variables, frames, labels[:, :1],
-                                               train=train)
+    targets = object_targets(labels, num_objects)
+    first = (targets[:, 0] == 1).astype(jnp.float32)                     # [B, O, H, W]
+    out, batch_stats = recurrent.forward_clips(model, variables, frames, first, train=train,
+                                               remat=remat)
     losses = segmentation_loss(out["fine_logits"],
                                out["coarse_logits"] if coarse_weight else None,
-                               labels[:, :, None], coarse_weight=coarse_weight,
+                               targets, coarse_weight=coarse_weight,
                                include_first_frame=include_first_frame)
     return losses, batch_stats

@@ -16,7 +16,14 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 
 
 def pytest_configure(config):
+    import tempfile
     import jax
+    # Several tests build the same program through fresh closures (each training run
+    # makes its own jitted step); a persistent compilation cache for the session turns
+    # the repeats into cache hits.
+    cache = Path(tempfile.mkdtemp(prefix="agame-jax-xla-cache-"))
+    jax.config.update("jax_compilation_cache_dir", str(cache))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     # Threefry's key derivation is a large share of each init's compile time on CPU;
     # the tests only need some random weights, so they use the cheaper generator.
     jax.config.update("jax_default_prng_impl", "rbg")

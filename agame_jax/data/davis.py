@@ -86,3 +86,26 @@ def write_label_png(path: Path, label: np.ndarray) -> None:
     image = Image.fromarray(label.astype(np.uint8), mode="P")
     image.putpalette(davis_palette().ravel().tolist())
     image.save(path)
+
+
+def training_videos(root: Path, split: str = "train", year: str = "2017"):
+    """``LabelledVideo``s of a DAVIS split, every frame labelled, or for a sequence
+    without frames or with a frame without its mask a ``DataError`` naming the file (the
+    caller decides whether to stop or to skip the video). The split file must exist.
+    """
+    from agame_jax.data.clips import DataError, LabelledVideo
+    root = Path(root)
+    for seq in list_sequences(root, split, year):
+        image_dir = root / "JPEGImages" / "480p" / seq
+        label_dir = root / "Annotations" / "480p" / seq
+        frames = sorted(image_dir.glob("*.jpg"))
+        if not frames:
+            yield DataError(f"{image_dir}: no frames found")
+            continue
+        labels = [label_dir / f"{f.stem}.png" for f in frames]
+        missing = [p for p in labels if not p.exists()]
+        if missing:
+            yield DataError(f"{missing[0]}: mask missing ({len(missing)} of {seq}'s "
+                            f"{len(frames)} frames have none)")
+            continue
+        yield LabelledVideo(name=f"davis/{seq}", frames=tuple(frames), labels=tuple(labels))

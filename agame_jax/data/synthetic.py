@@ -77,18 +77,28 @@ def _sprite(rng, height, width, texture, size_range):
         scale_rate=rng.uniform(-0.03, 0.03), spin=rng.uniform(-0.08, 0.08))
 
 
-def _shape_mask(sprite, t, height, width, yy, xx):
-    """Boolean mask of the sprite at frame t (bouncing off the borders)."""
+def _position(sprite, t, height, width):
     span = np.array([height, width], float)
     pos = sprite.centre + t * sprite.velocity
-    pos = np.abs((pos + span) % (2 * span) - span)          # reflect at the borders
+    return np.abs((pos + span) % (2 * span) - span)          # reflect at the borders
+
+
+def _shape_window(sprite, t, height, width):
+    """The sprite's mask inside its bounding window only (the expensive trigonometry
+    runs on the window, not the frame): ``(mask [h, w], window slices, position)``."""
+    pos = _position(sprite, t, height, width)
     size = sprite.size * max(0.4, 1 + sprite.scale_rate * t)
+    reach = size * (1 + np.sum(np.abs(sprite.radii))) + 1
+    y0, y1 = max(int(pos[0] - reach), 0), min(int(pos[0] + reach) + 2, height)
+    x0, x1 = max(int(pos[1] - reach), 0), min(int(pos[1] + reach) + 2, width)
+    window = (slice(y0, max(y1, y0)), slice(x0, max(x1, x0)))
+    yy, xx = np.mgrid[window].astype(float)
     dy, dx = yy - pos[0], xx - pos[1]
     theta = np.arctan2(dy, dx) + sprite.spin * t
     k = np.arange(1, 5)[:, None, None]
     radius = size * (1 + np.sum(sprite.radii[:, None, None]
                                 * np.cos(k * theta + sprite.phases[:, None, None]), axis=0))
-    return dy ** 2 + dx ** 2 < radius ** 2, pos
+    return dy ** 2 + dx ** 2 < radius ** 2, window, pos
 
 
 def make_video(rng: np.random.Generator, num_frames: int = 8, height: int = 64,
@@ -121,16 +131,14 @@ def make_video(rng: np.random.Generator, num_frames: int = 8, height: int = 64,
         label = np.zeros((height, width), np.uint8)
         for idx in order:
             obj_id, sprite = layers[idx]
-            mask, pos = _shape_mask(sprite, t, height, width, yy, xx)
+            mask, window, pos = _shape_window(sprite, t, height, width)
             # The texture moves with the object.
-            sy = (yy - pos[0] + sprite.centre[0]).astype(int) % height
-            sx = (xx - pos[1] + sprite.centre[1]).astype(int) % width
-            image[mask] = sprite.texture[sy, sx][mask]
-            label[mask] = max(obj_id, 0)                     # distractors are background
-            if obj_id > 0:
-                amodal[t, obj_id - 1] = mask
-            else:
-                distractor_amodal[t, -1 - obj_id] = mask
+            sy = (yy[window] - pos[0] + sprite.centre[0]).astype(int) % height
+            sx = (xx[window] - pos[1] + sprite.centre[1]).astype(int) % width
+            image[window][mask] = sprite.texture[sy[mask], sx[mask]]
+            label[window][mask] = max(obj_id, 0)             # distractors are background
+            target = amodal[t, obj_id - 1] if obj_id > 0 else distractor_amodal[t, -1 - obj_id]
+            target[window] = mask
         noise = rng.normal(0, 4, image.shape)
         frames[t] = np.clip(image + noise, 0, 255).astype(np.uint8)
         labels[t] = label

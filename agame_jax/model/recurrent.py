@@ -115,15 +115,20 @@ def frame_step(model: AGame, variables, states: ObjectState, feats_t: Features, 
 
 
 def scan_frames(model: AGame, variables, states: ObjectState, feats: Features, start_index,
-                objects: ObjectTrack, **step_kwargs):
+                objects: ObjectTrack, *, remat: bool = False, **step_kwargs):
     """``frame_step`` over the leading time axis of ``feats`` (``[T, …]`` maps).
 
     Frame i of ``feats`` is video frame ``start_index + i``. Returns the final states
-    and the outputs stacked on a leading ``[T]`` axis.
+    and the outputs stacked on a leading ``[T]`` axis. ``remat`` recomputes each
+    frame's activations in the backward pass instead of storing them (``jax.checkpoint``
+    over the step): less memory for long clips at large resolution, one more forward.
     """
     def body(carry, inputs):
         feats_t, t = inputs
         return frame_step(model, variables, carry, feats_t, t, objects, **step_kwargs)
+
+    if remat:
+        body = jax.checkpoint(body)
 
     t_len = feats.s16.shape[0]
     return jax.lax.scan(body, states, (feats, start_index + jnp.arange(t_len)))
@@ -131,7 +136,7 @@ def scan_frames(model: AGame, variables, states: ObjectState, feats: Features, s
 
 def forward_clips(model: AGame, variables, frames: jax.Array, first_masks: jax.Array, *,
                   train: bool = False, feedback: str = "coarse",
-                  keep: Sequence[str] = ("coarse_logits", "fine_logits")):
+                  keep: Sequence[str] = ("coarse_logits", "fine_logits"), remat: bool = False):
     """Training-style forward over clips whose objects are all given at frame 0.
 
     Args:
@@ -140,6 +145,7 @@ def forward_clips(model: AGame, variables, frames: jax.Array, first_masks: jax.A
       train: layer4 BatchNorm uses per-frame batch statistics and the returned
         ``batch_stats`` hold the running statistics updated once per frame.
       feedback: see the module docstring (``"coarse"`` for training).
+      remat: see ``scan_frames``.
 
     Returns:
       ``(outputs, batch_stats)``: outputs stacked as ``[B, T−1, …]`` for frames 1..T−1
@@ -161,7 +167,8 @@ def forward_clips(model: AGame, variables, frames: jax.Array, first_masks: jax.A
         states = init_states(model, variables, frame_at(clip_feats, 0), clip_objects.init_seg)
         later = jax.tree_util.tree_map(lambda x: x[1:], clip_feats)
         _, outputs = scan_frames(model, variables, states, later, 1, clip_objects,
-                                 feedback=feedback, late_objects=False, keep=keep)
+                                 feedback=feedback, late_objects=False, keep=keep,
+                                 remat=remat)
         return outputs
 
     per_clip_objects = ObjectTrack(

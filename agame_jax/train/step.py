@@ -57,11 +57,12 @@ def make_mesh(devices=None) -> jax.sharding.Mesh:
 
 
 def make_train_step(model_config, optimizer: optax.GradientTransformation, mesh=None, *,
-                    coarse_weight: float = 1.0, include_first_frame: bool = True):
+                    coarse_weight: float = 1.0, include_first_frame: bool = True,
+                    num_objects: int = 1, remat: bool = False):
     """A jitted ``step(state, frames, labels) -> (state, metrics)``.
 
-    ``frames [B, T, H, W, 3]`` uint8 and ``labels [B, T, H, W]`` (one object per clip, 0/1,
-    255 ignored) are split over the mesh's ``"data"`` axis (B divisible by its size). The
+    ``frames [B, T, H, W, 3]`` uint8 and ``labels [B, T, H, W]`` (objects
+    1..``num_objects``, 0 background, 255 ignored; the authors' recipe is one object) are split over the mesh's ``"data"`` axis (B divisible by its size). The
     input state is donated. ``metrics``: ``loss``, ``loss_fine``, ``loss_coarse``,
     ``grad_norm`` (replicated scalars).
     """
@@ -77,7 +78,8 @@ def make_train_step(model_config, optimizer: optax.GradientTransformation, mesh=
                  "batch_stats": state.batch_stats}
             losses, new_stats = clip_loss(model, v, frames, labels, train=True,
                                           coarse_weight=coarse_weight,
-                                          include_first_frame=include_first_frame)
+                                          include_first_frame=include_first_frame,
+                                          num_objects=num_objects, remat=remat)
             return losses["loss"], (losses, new_stats)
 
         (_, (losses, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(

@@ -1,0 +1,13 @@
+"""Table 1 ablation ``no_fit_gradient``: stage 1 (default) or stage 2 with ``model.no_fit_gradient=True``.
+
+    python train.py --config configs/ablation_no_fit_gradient.py --workdir runs/ablation_no_fit_gradient ...
+    python train.py --config configs/ablation_no_fit_gradient.py:stage2 --workdir runs/ablation_no_fit_gradient_s2 \\
+        --config.train.init_checkpoint=runs/ablation_no_fit_gradient ...
+
+Everything else is configs/stage1.py or configs/stage2.py.
+"""
+from configs.ablations import ablation
+
+
+def get_config(stage="stage1"):
+    return ablation("no_fit_gradient", stage)
