@@ -50,12 +50,18 @@ def _config_file(path: Path) -> Path | None:
     return None
 
 
-def resolve(path: str | Path) -> Path:
-    """The checkpoint directory that ``path`` names (see module docstring)."""
+def resolve(path: str | Path, prefer: str = "best") -> Path:
+    """The checkpoint directory that ``path`` names (see module docstring).
+
+    For a training workdir, ``prefer="best"`` takes its ``best/`` export when there is
+    one, ``prefer="latest"`` its newest step (where a run ended, e.g. to continue it).
+    """
+    if prefer not in ("best", "latest"):
+        raise ValueError(f"prefer must be 'best' or 'latest', got {prefer!r}")
     path = Path(path).absolute()
     if _config_file(path):
         return path
-    if _config_file(path / "best"):
+    if prefer == "best" and _config_file(path / "best"):
         return path / "best"
     for base in (path / "checkpoints", path):
         if base.is_dir():
@@ -63,6 +69,8 @@ def resolve(path: str | Path) -> Path:
                            if p.name.isdigit() and _config_file(p))
             if steps:
                 return steps[-1][1]
+    if _config_file(path / "best"):
+        return path / "best"
     raise FileNotFoundError(f"{path}: no checkpoint found (expected {CONFIG_FILE} and "
                             f"{VARIABLES_DIR}/ there, a training workdir, or numbered step "
                             "directories)")
@@ -73,10 +81,10 @@ def load_model_config(path: str | Path) -> ModelConfig:
     return ModelConfig.from_any(json.loads(_config_file(resolve(path)).read_text()))
 
 
-def load_variables(path: str | Path) -> tuple[ModelConfig, dict]:
+def load_variables(path: str | Path, prefer: str = "best") -> tuple[ModelConfig, dict]:
     """``(model_config, variables)`` from a checkpoint directory (see ``resolve``)."""
     from agame_jax.api import variable_shapes
-    path = resolve(path)
+    path = resolve(path, prefer)
     cfg = load_model_config(path)
     target = variable_shapes(cfg)
     with ocp.StandardCheckpointer() as ckptr:

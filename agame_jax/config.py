@@ -109,9 +109,12 @@ class ModelConfig:
         return cls(**dict(config))
 
     def to_config_dict(self):
-        """The fields as an ``ml_collections.ConfigDict`` (the ``model`` field of a config)."""
+        """The fields as an ``ml_collections.ConfigDict`` (the ``model`` field of a config).
+
+        Sequences stay tuples: the command line can override tuples
+        (``--config.model.fusion_channels='(256, 64)'``), not lists."""
         import ml_collections
-        return ml_collections.ConfigDict(self.to_dict())
+        return ml_collections.ConfigDict(dataclasses.asdict(self))
 
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v)

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/tmp/agame_gpu}}
 steps=${2:-200}
 mkdir -p "$out"
-export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 workers=$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))
 run() { echo "=== $*"; local t0=$SECONDS; "$@"; echo "=== exit $? after $((SECONDS - t0)) s"; }
 synthetic=(--config.data.sources=synthetic --config.data.worker_processes=$workers

@@ -237,6 +237,13 @@ def test_pipeline_is_deterministic_sharded_and_resumable(tmp_path):
     resumed = pipeline.make_iterator(ds, config)
     resumed.set_state(state)
     np.testing.assert_array_equal(next(resumed)["frames"], fourth["frames"])
+    # Worker processes give the same stream as threads.
+    with config.unlocked():
+        config.worker_processes = 1
+    in_process = pipeline.make_iterator(ds, config)
+    np.testing.assert_array_equal(next(in_process)["frames"], first[0]["frames"])
+    with config.unlocked():
+        config.worker_processes = 0
     # Same seed, same stream; element i does not depend on the threads.
     ds_again, _ = pipeline.make_dataset(config, SPEC, 4, seed=5)
     np.testing.assert_array_equal(ds_again[1]["labels"], first[1]["labels"])

@@ -63,6 +63,7 @@ def test_resume_gives_the_same_parameters_as_one_run(tmp_path):
     # The checkpoint serves inference: a workdir resolves to its best export.
     from agame_jax import Segmenter, checkpoint
     assert checkpoint.resolve(one) == one / "best"
+    assert checkpoint.resolve(one, prefer="latest") == one / "checkpoints" / "4"
     assert checkpoint.resolve(one / "checkpoints") == one / "checkpoints" / "4"
     segmenter = Segmenter.from_checkpoint(one / "checkpoints" / "4")
     frames = np.zeros((2, 32, 32, 3), np.uint8)
@@ -177,3 +178,21 @@ def test_train_cli_reports_bad_fields_and_missing_data(tmp_path):
     assert missing.returncode == 1
     assert missing.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path / 'nowhere'}: not found (data.davis_root)")
+
+
+def test_early_stopping_and_schedule():
+    from agame_jax.train.defaults import base_config
+    from agame_jax.train.loop import Schedule, record_validation
+    meta = {"history": [], "best_jf": None, "best_step": None, "since_best": 0}
+    decisions = [record_validation(meta, s, jf, patience=2)
+                 for s, jf in [(0, 0.1), (10, 0.3), (20, 0.2), (30, 0.3), (40, 0.25)]]
+    assert decisions == [(True, False), (True, False), (False, False), (False, True),
+                         (False, True)]
+    assert (meta["best_jf"], meta["best_step"]) == (0.3, 10)
+    assert [h["step"] for h in meta["history"]] == [0, 10, 20, 30, 40]
+    meta = {"history": [], "best_jf": None, "best_step": None, "since_best": 0}
+    assert not any(record_validation(meta, s, 0.5 - s, patience=0)[1] for s in range(5))
+    train = base_config().train                     # 160 epochs, one clip per video
+    assert Schedule.from_config(train, num_videos=3231) == Schedule(807, 160 * 807)
+    train.clips_per_epoch, train.num_steps = 100, 7
+    assert Schedule.from_config(train, num_videos=3231) == Schedule(25, 7)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from agame_jax.data.synthetic import make_video
+from conftest import random_clip
 from agame_jax.train.optim import adam_coupled_l2, learning_rate_schedule
 from agame_jax.train.step import (create_train_state, make_mesh, make_train_step, replicate,
                                   shard_batch)
@@ -76,3 +77,28 @@ def test_train_step_learns_and_sharding_matches_one_device(tiny_model):
         np.asarray(variables["params"]["backbone"]["conv1"]["kernel"]))
     assert not np.allclose(one.batch_stats["backbone"]["layer4_0"]["bn1"]["var"],
                            variables["batch_stats"]["backbone"]["layer4_0"]["bn1"]["var"])
+
+
+def test_remat_gives_the_same_loss_and_gradients(tiny_model):
+    """jax.checkpoint over the per-frame step changes memory, not results."""
+    import jax.numpy as jnp
+    from agame_jax.api import merge_params, split_params
+    from agame_jax.losses import clip_loss
+    from agame_jax.model.agame import AGame
+    cfg, variables = tiny_model
+    frames, labels = random_clip(np.random.default_rng(3), t=3, h=32, w=32, batch=1)
+    trainable, frozen = split_params(variables["params"], cfg)
+
+    def loss(trainable, remat):
+        v = {"params": merge_params(trainable, frozen), "batch_stats": variables["batch_stats"]}
+        return clip_loss(AGame(cfg), v, jnp.asarray(frames), jnp.asarray(labels),
+                         remat=remat)[0]["loss"]
+
+    # The switch reaches the scan: its body is a remat (checkpoint) call.
+    assert "checkpoint" in str(jax.make_jaxpr(lambda p: loss(p, True))(trainable))
+    assert "checkpoint" not in str(jax.make_jaxpr(lambda p: loss(p, False))(trainable))
+    plain = jax.jit(jax.value_and_grad(lambda p: loss(p, False)))(trainable)
+    remat = jax.jit(jax.value_and_grad(lambda p: loss(p, True)))(trainable)
+    np.testing.assert_allclose(remat[0], plain[0], rtol=1e-6)
+    for a, b in zip(jax.tree_util.tree_leaves(remat[1]), jax.tree_util.tree_leaves(plain[1])):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)

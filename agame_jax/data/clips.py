@@ -98,6 +98,12 @@ class ObjectStats:
         self._cache: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 
+    def __getstate__(self):                 # worker processes start with their own cache
+        return {}
+
+    def __setstate__(self, state):
+        self.__init__()
+
     def counts(self, video: LabelledVideo) -> np.ndarray:
         """``[num_frames, 255]`` pixel counts of ids 0..254 at native resolution."""
         with self._lock:

@@ -242,6 +242,15 @@ class ClipSampler:
         self.skipped: set[str] = set()
         self._lock = threading.Lock()
 
+    def __getstate__(self):                 # worker processes get a copy, without the lock
+        state = dict(self.__dict__)
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
     @property
     def num_videos(self) -> int:
         """Videos in all sources (procedural ones count as ``data.procedural_videos``)."""
@@ -304,6 +313,9 @@ def make_iterator(dataset, data_config):
     it_ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=data_config.num_threads,
                                                       prefetch_buffer_size=data_config.prefetch))
     if data_config.worker_processes > 0:
+        from absl import flags
+        if not flags.FLAGS.is_parsed():     # grain's workers read absl flags (library use)
+            flags.FLAGS.mark_as_parsed()
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(
             num_workers=data_config.worker_processes))
     return iter(it_ds)

@@ -69,9 +69,10 @@ def initial_variables(config, model_config: ModelConfig, log=_log) -> dict:
         raise ValueError("train.init_checkpoint is empty: this config continues an earlier run "
                          "(stage 2 starts from stage 1); set --config.train.init_checkpoint=DIR")
     if t.init_checkpoint:
-        saved_cfg, variables = checkpoint.load_variables(t.init_checkpoint)
+        # Stage 2 starts where stage 1 ended (its newest step), as the authors do.
+        saved_cfg, variables = checkpoint.load_variables(t.init_checkpoint, prefer="latest")
         _check_same_shapes(saved_cfg, model_config, t.init_checkpoint)
-        log(f"init: all weights from {checkpoint.resolve(t.init_checkpoint)}")
+        log(f"init: all weights from {checkpoint.resolve(t.init_checkpoint, 'latest')}")
         return variables
     variables = init_variables(model_config, jax.random.key(config.seed))
     if t.backbone_init:
@@ -112,6 +113,19 @@ def load_backbone(path: str, variables: dict, model_config) -> dict:
             out[collection]["backbone"] = src
         return out
     return convert.convert_resnet101(convert.load_state_dict(p), variables, model_config)
+
+
+def record_validation(meta: dict, step: int, jf: float, patience: int) -> tuple[bool, bool]:
+    """Add a validation's J&F to the run's ``meta`` (history, best, validations since
+    the best); returns ``(improved, stop)``, ``stop`` once ``patience`` validations in a
+    row brought no improvement (``patience`` 0: never)."""
+    meta["history"].append({"step": step, "JF": jf})
+    improved = meta["best_jf"] is None or jf > meta["best_jf"]
+    if improved:
+        meta.update(best_jf=jf, best_step=step, since_best=0)
+    else:
+        meta["since_best"] += 1
+    return improved, bool(patience) and meta["since_best"] >= patience
 
 
 def _save_config(config, workdir: Path) -> None:
@@ -207,30 +221,20 @@ def train_and_evaluate(config, workdir: str | Path) -> dict:
         """Validate, export a new best; True when early stopping says stop."""
         t0 = time.perf_counter()
         scores, pictures = validator(state.variables)
-        scores = {f"val_{k}" if k in ("J", "F") else ("val_JF" if k == "JF" else k): v
-                  for k, v in scores.items()}
-        logger.write(step, {"J": scores["val_J"], "F": scores["val_F"],
-                            "JF": scores["val_JF"], "val_seconds": time.perf_counter() - t0})
+        j, f, jf = scores["J"], scores["F"], scores["JF"]
+        logger.write(step, {"J": j, "F": f, "JF": jf, "val_seconds": time.perf_counter() - t0})
         from agame_jax.viz import strip
         for name, frames, pred in pictures:
             logger.image(step, f"val/{name}", strip(frames, pred))
-        jf = scores["val_JF"]
-        meta["history"].append({"step": step, "JF": jf})
-        improved = meta["best_jf"] is None or jf > meta["best_jf"]
-        if improved:
-            meta.update(best_jf=jf, best_step=step, since_best=0)
-            if jax.process_index() == 0:
-                checkpointing.export_best(workdir, state.variables, model_config,
-                                          {"step": step, "J": scores["val_J"],
-                                           "F": scores["val_F"], "JF": jf})
-        else:
-            meta["since_best"] += 1
-        _log(f"validation at step {step}: J {scores['val_J']:.4f}  F {scores['val_F']:.4f}  "
+        improved, stop = record_validation(meta, step, jf, config.validation.patience)
+        if improved and jax.process_index() == 0:
+            checkpointing.export_best(workdir, state.variables, model_config,
+                                      {"step": step, "J": j, "F": f, "JF": jf})
+        _log(f"validation at step {step}: J {j:.4f}  F {f:.4f}  "
              f"J&F {jf:.4f}  (best {meta['best_jf']:.4f} at step {meta['best_step']}; "
              f"{time.perf_counter() - t0:.1f} s)")
-        last.update(J=scores["val_J"], F=scores["val_F"], JF=jf)
-        patience = config.validation.patience
-        return bool(patience) and meta["since_best"] >= patience
+        last.update(J=j, F=f, JF=jf)
+        return stop
 
     if validator is not None and start == 0 and not meta["history"]:
         validate(0)                         # the untrained model's score, for comparison
@@ -266,6 +270,8 @@ def train_and_evaluate(config, workdir: str | Path) -> dict:
     finally:
         if pending is not None:
             jax.block_until_ready(pending)
+        if hasattr(iterator, "close"):
+            iterator.close()                # stops worker processes and their buffers
         ckpt.close()
         logger.close()
     if sampler.skipped:
