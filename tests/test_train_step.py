@@ -95,8 +95,8 @@ def test_remat_gives_the_same_loss_and_gradients(tiny_model):
                          remat=remat)[0]["loss"]
 
     # The switch reaches the scan: its body is a remat (checkpoint) call.
-    assert "checkpoint" in str(jax.make_jaxpr(lambda p: loss(p, True))(trainable))
-    assert "checkpoint" not in str(jax.make_jaxpr(lambda p: loss(p, False))(trainable))
+    assert "remat" in str(jax.make_jaxpr(lambda p: loss(p, True))(trainable))
+    assert "remat" not in str(jax.make_jaxpr(lambda p: loss(p, False))(trainable))
     plain = jax.jit(jax.value_and_grad(lambda p: loss(p, False)))(trainable)
     remat = jax.jit(jax.value_and_grad(lambda p: loss(p, True)))(trainable)
     np.testing.assert_allclose(remat[0], plain[0], rtol=1e-6)
