@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import functools
-from typing import Mapping
+import itertools
+import time
+from typing import Iterable, Iterator, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -29,24 +31,43 @@ def _pad(x: np.ndarray, ltrb, axis_h: int) -> np.ndarray:
     return np.pad(x, pads, mode="reflect") if any(ltrb) else x
 
 
+# An object slot that never becomes active (object-count buckets pad with these).
+_NEVER = 2 ** 30
+
+
+def object_bucket(count: int) -> int:
+    """Object slots compiled for ``count`` objects: the next power of two (1, 2, 4, 8, …),
+    so a dataset compiles a handful of programs, not one per object count."""
+    return 1 if count <= 1 else 1 << (count - 1).bit_length()
+
+
 class Segmenter:
-    """Runs a model over videos: ``labels, probs = segmenter(frames, masks)``.
+    """Runs a model over videos: ``labels, probs = segmenter(frames, masks)``, or frame by
+    frame with bounded memory: ``for t, labels_t in segmenter.stream(frames, masks)``.
 
     Args:
       model_config: ``ModelConfig``, a config's ``model`` field or a mapping.
       variables: ``{"params", "batch_stats"}`` (``init_variables``, a checkpoint).
       chunk_size: frames per backbone batch; the recurrent state is carried across
-        chunks, so this trades memory for nothing else.
+        chunks, so this trades memory for nothing else. The last, shorter chunk is
+        padded to the full length (and the padding dropped), so it needs no program of
+        its own.
       single_object: DAVIS-2016 mode: each object's state is fed its own fine
         softmax instead of the multi-object aggregation (REFERENCE.md).
+      bucket_objects: compile for ``object_bucket(O)`` object slots (the extra slots
+        never become active and take no part in the aggregation); ``False`` compiles
+        for exactly O.
 
     Attributes:
-      num_compilations: how many programs were compiled so far (one per new padded
-        size, object count and chunk length).
+      num_compilations: how many programs were compiled so far (one per padded frame
+        size and object bucket, for the first chunk and for later chunks).
+      timing: of the last video: ``frames`` and ``seconds`` of model time (device
+        work and host transfers, no disk I/O) over chunks that needed no compilation,
+        and ``compiled_chunks``.
     """
 
     def __init__(self, model_config, variables, *, chunk_size: int = 32,
-                 single_object: bool = False):
+                 single_object: bool = False, bucket_objects: bool = True):
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         self.config = ModelConfig.from_any(model_config)
@@ -54,7 +75,9 @@ class Segmenter:
         self.variables = variables
         self.chunk_size = chunk_size
         self.feedback = "fine" if single_object else "aggregated"
+        self.bucket_objects = bucket_objects
         self.num_compilations = 0
+        self.timing = {"frames": 0, "seconds": 0.0, "compiled_chunks": 0}
         self._first_chunk = jax.jit(functools.partial(self._run_chunk, first=True))
         self._next_chunk = jax.jit(functools.partial(self._run_chunk, first=False))
 
@@ -79,7 +102,7 @@ class Segmenter:
         return states, out["probs"]
 
     def __call__(self, frames, masks: Mapping[int, np.ndarray]):
-        """Segment one video.
+        """Segment one video held in memory.
 
         Args:
           frames: ``[T, H, W, 3]`` uint8 RGB, any H and W.
@@ -95,43 +118,109 @@ class Segmenter:
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"frames must be [T, H, W, 3], got shape {frames.shape}")
-        if frames.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8 RGB, got {frames.dtype}")
-        t_len, h, w, _ = frames.shape
-        ids, first_frame, first_masks = _collect_objects(masks, t_len, (h, w))
+        t_len = len(frames)
+        for t in masks:
+            if not 0 <= int(t) < t_len:
+                raise ValueError(f"mask given for frame {t}, but the video has {t_len} frames")
+        labels = np.zeros(frames.shape[:3], np.uint8)
+        probs = None
+        for t, label, prob in self.stream(frames, masks, with_probs=True):
+            if probs is None:
+                probs = np.zeros((t_len,) + prob.shape, np.float32)
+            labels[t], probs[t] = label, prob
+        return labels, probs
+
+    def stream(self, frames: Iterable[np.ndarray], masks: Mapping[int, np.ndarray], *,
+               with_probs: bool = False) -> Iterator[tuple]:
+        """Segment a video frame by frame, holding one chunk of frames at a time.
+
+        Args:
+          frames: any iterable of ``[H, W, 3]`` uint8 frames (a list, an array, a
+            generator reading files): it is consumed ``chunk_size`` frames at a time.
+          masks: as for ``__call__``; given up front (masks are small).
+          with_probs: also yield each frame's ``probs [O+1, H, W]``.
+
+        Yields:
+          ``(t, labels [H, W] uint8)`` or ``(t, labels, probs)`` for t = 0, 1, …
+        """
+        iterator = iter(frames)
+        chunk = _take(iterator, self.chunk_size)
+        if not chunk:
+            return
+        h, w = chunk[0].shape[:2]
+        ids, first_frame, first_masks = _collect_objects(masks, None, (h, w))
         ltrb = padding_ltrb(h, w)
-        frames_p = _pad(frames, ltrb, 1)
-        probs = np.zeros((t_len, len(ids) + 1, h, w), np.float32)
+        left, _, top, _ = ltrb
+        slots = object_bucket(len(ids)) if self.bucket_objects else len(ids)
+        objects = None
         if ids:
+            init = np.zeros((slots, h, w), np.float32)
+            init[:len(ids)] = first_masks
             objects = recurrent.ObjectTrack(
-                first_frame=jnp.asarray(first_frame, jnp.int32),
-                init_seg=pool_labels(jnp.asarray(_pad(first_masks, ltrb, 1))))
-            states = None
-            left, _, top, _ = ltrb
-            for start in range(0, t_len, self.chunk_size):
-                chunk = jnp.asarray(frames_p[start:start + self.chunk_size])
-                run = self._first_chunk if states is None else self._next_chunk
-                states, q = run(self.variables, states, chunk, start, objects)
-                probs[start:start + len(chunk)] = np.asarray(q)[:, :, top:top + h, left:left + w]
-        else:
-            probs[:, 0] = 1.0
-        # Frame 0 is given, not predicted: its output is the given mask.
+                first_frame=jnp.asarray(first_frame + [_NEVER] * (slots - len(ids)), jnp.int32),
+                init_seg=pool_labels(jnp.asarray(_pad(init, ltrb, 1))))
         given0 = np.asarray(masks.get(0, np.zeros((h, w), np.uint8)))
-        probs[0] = 0.0
-        probs[0, 0] = 1.0
-        for j, obj_id in enumerate(ids):
-            if first_frame[j] == 0:
-                probs[0, j + 1] = given0 == obj_id
-                probs[0, 0] -= probs[0, j + 1]
         lookup = np.asarray([0] + list(ids), np.uint8)
-        return lookup[probs.argmax(axis=1)], probs
+        self.timing = {"frames": 0, "seconds": 0.0, "compiled_chunks": 0}
+        states, start = None, 0
+        while chunk:
+            array = _check_frames(chunk, (h, w), start)
+            n = len(array)
+            if objects is None:
+                probs = np.zeros((n, 1, h, w), np.float32)
+                probs[:, 0] = 1.0
+            else:
+                if n < self.chunk_size:       # same shape as the full chunks: no new program
+                    array = np.concatenate([array, np.repeat(array[-1:], self.chunk_size - n, 0)])
+                run = self._first_chunk if states is None else self._next_chunk
+                compiled = self.num_compilations
+                t0 = time.perf_counter()
+                states, q = run(self.variables, states, jnp.asarray(_pad(array, ltrb, 1)), start,
+                                objects)
+                q = np.array(q[:n, :len(ids) + 1, top:top + h, left:left + w])
+                if self.num_compilations == compiled:
+                    self.timing["frames"] += n
+                    self.timing["seconds"] += time.perf_counter() - t0
+                else:
+                    self.timing["compiled_chunks"] += 1
+                probs = q
+            if start == 0:
+                # Frame 0 is given, not predicted: its output is the given mask.
+                probs[0] = 0.0
+                probs[0, 0] = 1.0
+                for j, obj_id in enumerate(ids):
+                    if first_frame[j] == 0:
+                        probs[0, j + 1] = given0 == obj_id
+                        probs[0, 0] -= probs[0, j + 1]
+            labels = lookup[probs.argmax(axis=1)]
+            for i in range(n):
+                yield (start + i, labels[i], probs[i]) if with_probs else (start + i, labels[i])
+            start += n
+            chunk = _take(iterator, self.chunk_size)
+
+
+def _take(iterator, n: int) -> list:
+    return list(itertools.islice(iterator, n))
+
+
+def _check_frames(chunk: list, size, start: int) -> np.ndarray:
+    for i, frame in enumerate(chunk):
+        frame = np.asarray(frame)
+        if frame.ndim != 3 or frame.shape[-1] != 3:
+            raise ValueError(f"frame {start + i} must be [H, W, 3], got shape {frame.shape}")
+        if frame.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 RGB, got {frame.dtype}")
+        if frame.shape[:2] != tuple(size):
+            raise ValueError(f"frame {start + i} is {frame.shape[0]}x{frame.shape[1]}, frame 0 "
+                             f"is {size[0]}x{size[1]}")
+    return np.stack([np.asarray(f) for f in chunk])
 
 
 def _collect_objects(masks: Mapping[int, np.ndarray], t_len: int, size):
     """Object ids (ascending), their first frames and their first masks ``[O, H, W]``."""
     first: dict[int, tuple[int, np.ndarray]] = {}
     for t in sorted(masks):
-        if not 0 <= int(t) < t_len:
+        if int(t) < 0 or (t_len is not None and int(t) >= t_len):
             raise ValueError(f"mask given for frame {t}, but the video has {t_len} frames")
         label = np.asarray(masks[t])
         if label.shape != tuple(size):

@@ -79,5 +79,5 @@ def test_segment_and_score_with_a_checkpoint(tmp_path, tiny_model):
     (out / "global.csv").unlink()
     assert main(["--checkpoint", str(ckpt), "--dataset", dataset, "--data-root", str(SAMPLE),
                  "--sequences", "rollerblade", "--output", str(out), "--resume"]) == 0
-    assert json.loads((out / "timing.json").read_text())["skipped_sequences"] == 1
+    assert json.loads((out / "timing.json").read_text())["skipped_videos"] == 1
     assert _global(out) == g

@@ -98,7 +98,7 @@ def test_chunks_carry_the_state(tiny):
     seg = Segmenter(cfg, variables, chunk_size=3)
     chunked = seg(frames, masks)[1]
     np.testing.assert_allclose(chunked, whole, atol=1e-5)
-    assert seg.num_compilations == 3     # first chunk, next chunks, the shorter last chunk
+    assert seg.num_compilations == 2     # first chunk, next chunks (the last one is padded)
 
 
 def test_single_object_mode_and_no_objects(tiny):
@@ -121,3 +121,54 @@ def test_bad_inputs_are_clear_errors(tiny):
         seg(frames, {9: masks[0]})
     with pytest.raises(ValueError, match="uint8"):
         seg(frames.astype(np.float32), masks)
+
+
+def test_object_buckets_change_nothing_but_the_compile_count(tiny):
+    cfg, variables = tiny
+    frames, masks = _video(np.random.default_rng(4), t_len=4)
+    # Objects 3 and 7 at frame 0, 5 at frame 2: 3 objects, a bucket of 4 slots.
+    exact = Segmenter(cfg, variables, bucket_objects=False)(frames, masks)
+    seg = Segmenter(cfg, variables, chunk_size=4)
+    bucketed = seg(frames, masks)
+    np.testing.assert_array_equal(bucketed[0], exact[0])
+    np.testing.assert_allclose(bucketed[1], exact[1], atol=1e-6)
+    assert seg.num_compilations == 1
+    masks[1] = np.where(masks[0] == 3, 11, 0).astype(np.uint8)   # a fourth (late) object
+    masks[1][0, 0] = 0
+    labels, probs = seg(frames, masks)
+    assert probs.shape[1] == 5 and seg.num_compilations == 1    # same bucket, no compile
+    assert seg.timing["frames"] == 4 and seg.timing["compiled_chunks"] == 0
+
+
+def test_stream_reads_a_long_video_lazily_with_flat_memory(tiny):
+    """Thousands of small frames from a generator: at most one chunk is read ahead and
+    memory does not grow with the length."""
+    import tracemalloc
+    cfg, variables = tiny
+    seg = Segmenter(cfg, variables, chunk_size=50)
+    state = {"made": 0, "ahead": 0}
+    rng = np.random.default_rng(0)
+
+    def frames(n):
+        for _ in range(n):
+            state["made"] += 1
+            yield rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
+
+    mask = np.zeros((16, 24), np.uint8)
+    mask[4:12, 4:12] = 1
+
+    def consume(n):
+        count = state["made"] = 0
+        tracemalloc.start()
+        for t, label in seg.stream(frames(n), {0: mask}):
+            state["ahead"] = max(state["ahead"], state["made"] - t - 1)
+            count += 1
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return count, peak
+
+    short = consume(200)
+    long = consume(3000)
+    assert (short[0], long[0]) == (200, 3000)
+    assert state["ahead"] < 50                        # one chunk at a time
+    assert long[1] < short[1] * 1.5 + 2 ** 20, (short[1], long[1])

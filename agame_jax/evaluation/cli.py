@@ -1,11 +1,13 @@
-"""``evaluate.py``: segment DAVIS videos with a checkpoint and score them, or score any
-method's result PNGs (``--score-only``).
+"""``evaluate.py``: segment videos with a checkpoint and score them, or score any method's
+result PNGs (``--score-only``).
 
     python evaluate.py --checkpoint CKPT --dataset davis2017 --data-root DAVIS --output OUT
+    python evaluate.py --checkpoint CKPT --dataset ytvos --data-root YTVOS --split valid --output OUT
+    python evaluate.py --checkpoint CKPT --dataset folder --data-root MY_VIDEO --output OUT
     python evaluate.py --score-only --results OUT --dataset davis2017 --data-root DAVIS
 
-So far DAVIS-2017 and DAVIS-2016 (objects merged, single-object feedback) are supported;
-YouTube-VOS, plain folders and pictures belong to the evaluation issue.
+Frames are read and results written one chunk at a time; each video's results appear
+(renamed from a temporary folder) only once complete, so ``--resume`` can skip them.
 """
 from __future__ import annotations
 
@@ -14,104 +16,200 @@ import json
 import shutil
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from agame_jax.data import davis
+from agame_jax.data.clips import DataError
+from agame_jax.evaluation import videos as video_sources
 from agame_jax.evaluation.scoring import score_results, write_scores
 
-DATASETS = ("davis2017", "davis2016")
+DATASETS = ("davis2017", "davis2016", "ytvos", "folder")
+GIF_FRAMES = 300          # overlay animations keep at most this many frames in memory
 
 
 def _complete(folder: Path, names: list[str]) -> bool:
     return folder.is_dir() and all((folder / f"{n}.png").exists() for n in names)
 
 
-def segment_dataset(checkpoint: Path, data_root: Path, sequences: list[str], output: Path,
-                    single_object: bool, chunk_size: int, resume: bool = False,
-                    log=print) -> dict:
-    """Run a checkpoint over every sequence; write palette PNGs and return timing.
+def _remember(frames, store: dict, keep: int):
+    """Pass frames through, keeping the last ``keep`` by index (for the overlays)."""
+    for i, frame in enumerate(frames):
+        store[i] = frame
+        store.pop(i - keep, None)
+        yield frame
 
-    With ``resume``, sequences whose folder already holds every frame are skipped (a
-    folder only appears once complete: results are written to a temporary folder first).
+
+def segment_videos(segmenter, videos, result_dir, *, resume: bool = False,
+                   visualize: Path | None = None, overlay_gif: bool = False, log=print) -> dict:
+    """Segment ``videos`` (``EvalVideo``s); write palette PNGs to ``result_dir(video)``.
+
+    With ``visualize``, also ``visualize/<video>/<frame>.jpg`` overlays and
+    ``visualize/<video>.gif``; ``overlay_gif`` writes the GIF beside the results. Returns
+    the timing summary (model time only: no compilation, no disk I/O).
     """
     import jax
-    from agame_jax import Segmenter
-    segmenter = Segmenter.from_checkpoint(checkpoint, chunk_size=chunk_size,
-                                          single_object=single_object)
+    from agame_jax.viz import overlay, write_gif
     timed_frames, timed_seconds, total_frames, skipped = 0, 0.0, 0, 0
-    for k, seq in enumerate(sequences, start=1):
-        names = davis.frame_names(data_root, seq)
-        if resume and _complete(output / seq, names):
+    for k, video in enumerate(videos, start=1):
+        out = result_dir(video)
+        names = video.frame_names
+        if resume and _complete(out, names):
             skipped += 1
-            log(f"[{k}/{len(sequences)}] {seq}: already complete, skipped (--resume)")
+            log(f"[{k}/{len(videos)}] {video.name}: already complete, skipped (--resume)")
             continue
-        frames = davis.load_frames(data_root, seq)
-        first = davis.load_annotation(data_root, seq, names[0], frames.shape[1:3],
-                                      merge_objects=single_object)
-        compiled_before = segmenter.num_compilations
-        t0 = time.perf_counter()
-        labels, _ = segmenter(frames, {0: first})
-        seconds = time.perf_counter() - t0
-        if segmenter.num_compilations == compiled_before:     # compile time stays out
-            timed_frames += len(frames)
-            timed_seconds += seconds
-        total_frames += len(frames)
-        # Write into a temporary folder, then rename: a folder is complete or absent.
-        tmp = output / f".{seq}.tmp"
+        tmp = out.parent / f".{out.name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        for name, label in zip(names, labels):
-            davis.write_label_png(tmp / f"{name}.png", label)
-        shutil.rmtree(output / seq, ignore_errors=True)
-        tmp.rename(output / seq)
-        log(f"[{k}/{len(sequences)}] {seq}: {len(frames)} frames in {seconds:.2f} s")
+        pictures = visualize / video.name if visualize else None
+        if pictures:
+            shutil.rmtree(pictures, ignore_errors=True)
+            pictures.mkdir(parents=True)
+        recent: dict[int, np.ndarray] = {}
+        gif = []
+        t_start = time.perf_counter()
+        masks = video.masks()
+        frames = _remember(video.frames(), recent, 2 * segmenter.chunk_size)
+        for t, label in segmenter.stream(frames, masks):
+            davis.write_label_png(tmp / f"{names[t]}.png", label)
+            if pictures or overlay_gif:
+                picture = overlay(recent[t], label)
+                if pictures:
+                    from PIL import Image
+                    Image.fromarray(picture).save(pictures / f"{names[t]}.jpg", quality=90)
+                if len(gif) < GIF_FRAMES:
+                    gif.append(picture)
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+        if gif:
+            target = (visualize / f"{video.name}.gif") if visualize else (
+                out.parent / f"{out.name}_overlay.gif")
+            write_gif(target, gif)
+        timed_frames += segmenter.timing["frames"]
+        timed_seconds += segmenter.timing["seconds"]
+        total_frames += len(names)
+        log(f"[{k}/{len(videos)}] {video.name}: {len(names)} frames, {len(masks)} given "
+            f"mask(s), {time.perf_counter() - t_start:.2f} s with I/O")
     device = jax.devices()[0]
-    return {"frames": total_frames, "skipped_sequences": skipped, "timed_frames": timed_frames,
+    return {"frames": total_frames, "skipped_videos": skipped, "timed_frames": timed_frames,
             "seconds": timed_seconds,
             "fps": timed_frames / timed_seconds if timed_seconds else None,
-            "note": "frames/s over videos that needed no compilation, including host-side "
-                    "padding and transfers, excluding disk I/O",
+            "note": "frames/s of the model over chunks that needed no compilation (device "
+                    "work and host transfers), excluding disk I/O",
             "compilations": segmenter.num_compilations,
             "device": device.device_kind, "dtype": str(segmenter.config.compute_dtype)}
+
+
+def _sequence_jf(rows: list[dict]) -> tuple[list[str], list[float]]:
+    """Per-sequence J&F (mean over its objects) from the per-object rows."""
+    scores: dict[str, list[float]] = {}
+    for row in rows:
+        seq = row["Sequence"].rsplit("_", 1)[0]
+        scores.setdefault(seq, []).append((row["J-Mean"] + row["F-Mean"]) / 2)
+    return list(scores), [float(np.mean(v)) for v in scores.values()]
+
+
+def zip_results(output: Path) -> Path:
+    """``OUT/submission.zip`` holding ``Annotations/<video>/<frame>.png`` (the upload the
+    YouTube-VOS server expects), written aside and renamed into place."""
+    final, tmp = output / "submission.zip", output / ".submission.zip.tmp"
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for png in sorted((output / "Annotations").rglob("*.png")):
+            z.write(png, png.relative_to(output).as_posix())
+    tmp.replace(final)
+    return final
+
+
+def _select_videos(args) -> list:
+    if args.dataset in ("davis2017", "davis2016"):
+        return video_sources.davis_videos(args.data_root, args.split,
+                                          args.dataset == "davis2016", args.sequences)
+    if args.dataset == "ytvos":
+        split = "valid" if args.split == "val" else args.split
+        return video_sources.ytvos_videos(args.data_root, split, args.sequences)
+    return [video_sources.folder_video(args.data_root)]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=DATASETS, required=True)
-    parser.add_argument("--data-root", type=Path, required=True)
-    parser.add_argument("--split", default="val")
-    parser.add_argument("--checkpoint", type=Path, help="checkpoint, step or training workdir")
+    parser.add_argument("--data-root", type=Path, required=True,
+                        help="dataset root, or for --dataset folder the video's folder")
+    parser.add_argument("--split", default="val", help="val (DAVIS; 'valid' for YouTube-VOS)")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="checkpoint, step or training workdir (its best/ if any)")
     parser.add_argument("--output", type=Path, help="where results and scores go")
     parser.add_argument("--score-only", action="store_true",
                         help="score existing result PNGs (--results) without a model")
     parser.add_argument("--results", type=Path, help="result PNGs to score (--score-only)")
-    parser.add_argument("--sequences", nargs="+", help="only these sequences")
+    parser.add_argument("--sequences", nargs="+", help="only these sequences / videos")
     parser.add_argument("--chunk-size", type=int, default=32)
     parser.add_argument("--resume", action="store_true",
-                        help="skip sequences whose results are already complete")
+                        help="skip videos whose results are already complete")
+    parser.add_argument("--visualize", action="store_true",
+                        help="overlays per frame and a GIF per video in OUT/visualize, and a "
+                             "per-sequence J&F bar chart where there is ground truth")
+    parser.add_argument("--distributed", action="store_true",
+                        help="call jax.distributed.initialize() and split the videos over "
+                             "the processes; process 0 scores")
     args = parser.parse_args(argv)
     merge = args.dataset == "davis2016"
+    scored = args.dataset in ("davis2017", "davis2016")
     try:
-        year = "2016" if merge else "2017"
-        sequences = args.sequences or davis.list_sequences(args.data_root, args.split, year)
         if args.score_only:
+            if not scored:
+                parser.error("--score-only needs ground truth: davis2017 or davis2016")
             if args.results is None:
                 parser.error("--score-only needs --results")
             results, output = args.results, args.output or args.results
+            sequences = args.sequences or davis.list_sequences(args.data_root, args.split,
+                                                               "2016" if merge else "2017")
         else:
             if args.checkpoint is None or args.output is None:
                 parser.error("segmenting needs --checkpoint and --output")
+            import jax
+            if args.distributed:
+                jax.distributed.initialize()
+            from agame_jax import Segmenter
+            videos = _select_videos(args)
+            sequences = [v.name for v in videos]
+            rank, size = jax.process_index(), jax.process_count()
+            mine = videos[rank::size]
             output = results = args.output
             output.mkdir(parents=True, exist_ok=True)
-            timing = segment_dataset(args.checkpoint, args.data_root, sequences, output,
-                                     single_object=merge, chunk_size=args.chunk_size,
-                                     resume=args.resume)
-            (output / "timing.json").write_text(json.dumps(timing, indent=2))
+            segmenter = Segmenter.from_checkpoint(args.checkpoint, chunk_size=args.chunk_size,
+                                                  single_object=merge)
+            if args.dataset == "ytvos":
+                result_dir = lambda v: output / "Annotations" / v.name
+            else:
+                result_dir = lambda v: output / v.name
+            timing = segment_videos(segmenter, mine, result_dir, resume=args.resume,
+                                    visualize=output / "visualize" if args.visualize else None,
+                                    overlay_gif=args.dataset == "folder")
+            print(f"compiled {timing['compilations']} program(s); "
+                  + (f"{timing['fps']:.1f} frames/s" if timing["fps"] else "no timed frames"))
+            name = "timing.json" if size == 1 else f"timing.process{rank}.json"
+            (output / name).write_text(json.dumps(timing, indent=2))
+            if size > 1:
+                from jax.experimental import multihost_utils
+                multihost_utils.sync_global_devices("agame_jax.evaluate: videos done")
+                if rank != 0:
+                    return 0
+            if args.dataset == "ytvos":
+                print(f"wrote {zip_results(output)}")
+            if not scored:
+                return 0
         rows, glob = score_results(results, args.data_root, sequences, merge_objects=merge)
         write_scores(output, rows, glob)
-    except (FileNotFoundError, ValueError, OSError) as e:
+        if args.visualize:
+            from PIL import Image
+            from agame_jax.viz import bar_chart
+            (output / "visualize").mkdir(parents=True, exist_ok=True)
+            Image.fromarray(bar_chart(*_sequence_jf(rows))).save(
+                output / "visualize" / "per-sequence-JF.png")
+    except (FileNotFoundError, ValueError, OSError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(" ".join(f"{k} {glob[k]:.3f}" for k in ("J&F-Mean", "J-Mean", "F-Mean")))

@@ -1,0 +1,128 @@
+"""The videos ``evaluate.py`` segments, per dataset, as lists of files read lazily.
+
+An ``EvalVideo`` names its frames and its given masks; frames are read one chunk at a
+time while segmenting (``frames()`` is a generator), so memory does not grow with the
+video's length.
+
+Layouts (DESIGN.md):
+  davis2017/davis2016  ``ROOT/JPEGImages/480p/<seq>/*.jpg``, the first frame's mask in
+                       ``ROOT/Annotations/480p/<seq>/``; 2016 merges all objects into one.
+  ytvos                ``ROOT/<split>/JPEGImages/<vid>/*.jpg``; ``ROOT/<split>/Annotations/
+                       <vid>/<frame>.png`` where objects first appear (each PNG gives the
+                       objects that are new there); results go to ``OUT/Annotations/<vid>/``.
+  folder               ``ROOT`` holds the frames (``.jpg``/``.jpeg``/``.png``, or in
+                       ``ROOT/frames/``) and ``ROOT/masks/<frame>.png`` for each frame where
+                       objects first appear (at least the first one).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from agame_jax.data import davis
+from agame_jax.data.clips import DataError, read_frame, read_label
+
+_FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalVideo:
+    """A video to segment: ``frame_paths`` in order, ``mask_paths`` frame index → PNG."""
+
+    name: str
+    frame_paths: tuple[Path, ...]
+    mask_paths: dict[int, Path]
+    merge_objects: bool = False          # DAVIS-2016: every object id becomes 1
+
+    @property
+    def frame_names(self) -> list[str]:
+        return [p.stem for p in self.frame_paths]
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """The frames, read one at a time; a frame of another size is an error naming it."""
+        size = None
+        for path in self.frame_paths:
+            frame = read_frame(path)
+            if size is None:
+                size = frame.shape
+            elif frame.shape != size:
+                raise DataError(f"{path}: frame is {frame.shape[0]}x{frame.shape[1]}, the "
+                                f"video's first is {size[0]}x{size[1]}")
+            yield frame
+
+    def masks(self) -> dict[int, np.ndarray]:
+        """Frame index → label map, checked against the size of the first frame."""
+        size = read_frame(self.frame_paths[0]).shape[:2]
+        out = {}
+        for t, path in sorted(self.mask_paths.items()):
+            label = read_label(path, size)
+            if self.merge_objects:
+                label = np.where((label > 0) & (label != 255), 1, label).astype(np.uint8)
+            out[t] = label
+        return out
+
+
+def davis_videos(root: Path, split: str, merge_objects: bool,
+                 sequences: list[str] | None = None) -> list[EvalVideo]:
+    """DAVIS sequences with the first frame's mask given."""
+    root = Path(root)
+    names = sequences or davis.list_sequences(root, split, "2016" if merge_objects else "2017")
+    videos = []
+    for seq in names:
+        frames = [root / "JPEGImages" / "480p" / seq / f"{n}.jpg"
+                  for n in davis.frame_names(root, seq)]
+        mask = root / "Annotations" / "480p" / seq / f"{frames[0].stem}.png"
+        if not mask.exists():
+            raise FileNotFoundError(f"{mask}: first-frame mask not found")
+        videos.append(EvalVideo(seq, tuple(frames), {0: mask}, merge_objects))
+    return videos
+
+
+def ytvos_videos(root: Path, split: str, videos: list[str] | None = None) -> list[EvalVideo]:
+    """YouTube-VOS videos: every frame of ``JPEGImages`` and each annotation as the mask
+    of the objects that first appear in it."""
+    from agame_jax.data import ytvos
+    root = Path(root)
+    ids = videos or ytvos.list_videos(root, split)
+    out = []
+    for vid in ids:
+        image_dir = root / split / "JPEGImages" / vid
+        frames = sorted(image_dir.glob("*.jpg"))
+        if not frames:
+            raise FileNotFoundError(f"{image_dir}: no frames found")
+        index = {p.stem: t for t, p in enumerate(frames)}
+        masks = {}
+        for png in sorted((root / split / "Annotations" / vid).glob("*.png")):
+            if png.stem not in index:
+                raise DataError(f"{png}: mask for a frame that {image_dir} does not have")
+            masks[index[png.stem]] = png
+        if not masks:
+            raise FileNotFoundError(f"{root / split / 'Annotations' / vid}: no masks given")
+        out.append(EvalVideo(vid, tuple(frames), masks))
+    return out
+
+
+def folder_video(root: Path) -> EvalVideo:
+    """A plain folder of frames with first-appearance masks in ``masks/``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: folder not found")
+    frame_dir = root / "frames" if (root / "frames").is_dir() else root
+    frames = sorted(p for p in frame_dir.iterdir() if p.suffix.lower() in _FRAME_SUFFIXES)
+    if not frames:
+        raise FileNotFoundError(f"{frame_dir}: no frames (.jpg, .jpeg, .png) found")
+    index = {p.stem: t for t, p in enumerate(frames)}
+    mask_dir = root / "masks"
+    pngs = sorted(mask_dir.glob("*.png")) if mask_dir.is_dir() else []
+    if not pngs:
+        raise FileNotFoundError(f"{mask_dir}: no masks found (masks/<frame name>.png for each "
+                                "frame where objects first appear)")
+    masks = {}
+    for png in pngs:
+        if png.stem not in index:
+            raise DataError(f"{png}: no frame named {png.stem} in {frame_dir}")
+        masks[index[png.stem]] = png
+    return EvalVideo(root.name, tuple(frames), masks)

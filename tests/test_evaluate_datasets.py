@@ -1,0 +1,96 @@
+"""evaluate.py on YouTube-VOS and folder layouts made in the test; pictures; bad inputs."""
+import json
+import zipfile
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from agame_jax import checkpoint
+from agame_jax.data import davis
+from agame_jax.evaluation.cli import main
+from datasets import write_davis, write_ytvos
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory, tiny_model):
+    cfg, variables = tiny_model
+    return checkpoint.save_variables(tmp_path_factory.mktemp("ckpt") / "tiny", variables, cfg)
+
+
+def test_ytvos_results_layout_late_objects_and_zip(tmp_path, ckpt):
+    root = write_ytvos(tmp_path / "yt", {"v1": 6, "v2": 4}, split="valid")
+    # Validation annotations exist only where objects first appear: object 1 at frame 0,
+    # object 2 of v1 only from its frame 2 on.
+    for vid in ("v1", "v2"):
+        pngs = sorted((root / "valid" / "Annotations" / vid).glob("*.png"))
+        first = davis.read_image(pngs[0])
+        for png in pngs[1:]:
+            png.unlink()
+        if vid == "v1":
+            davis.write_label_png(pngs[0], np.where(first == 1, 1, 0))
+            davis.write_label_png(pngs[2], np.where(first == 2, 2, 0))
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(ckpt), "--dataset", "ytvos", "--data-root", str(root),
+                 "--output", str(out), "--chunk-size", "4"]) == 0
+    for vid, n in (("v1", 6), ("v2", 4)):
+        written = sorted(p.name for p in (out / "Annotations" / vid).glob("*.png"))
+        assert written == [f"{5 * t:05d}.png" for t in range(n)]
+    labels = [davis.read_image(out / "Annotations" / "v1" / f"{5 * t:05d}.png") for t in range(6)]
+    assert not any((l == 2).any() for l in labels[:2])          # not there before frame 2
+    assert any((l == 2).any() for l in labels[2:])               # tracked from then on
+    assert Image.open(out / "Annotations" / "v1" / "00000.png").mode == "P"
+    with zipfile.ZipFile(out / "submission.zip") as z:
+        names = sorted(z.namelist())
+    assert names == sorted([f"Annotations/v1/{5 * t:05d}.png" for t in range(6)]
+                           + [f"Annotations/v2/{5 * t:05d}.png" for t in range(4)])
+    timing = json.loads((out / "timing.json").read_text())
+    assert timing["frames"] == 10 and timing["compilations"] <= 4
+
+
+def test_folder_mode_writes_masks_and_an_overlay_gif(tmp_path, ckpt):
+    video = tmp_path / "my_video"
+    (video / "masks").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for t in range(5):
+        Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(
+            video / f"frame_{t:03d}.jpg")
+    mask = np.zeros((40, 56), np.uint8)
+    mask[10:30, 10:30] = 1
+    davis.write_label_png(video / "masks" / "frame_000.png", mask)
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(ckpt), "--dataset", "folder", "--data-root", str(video),
+                 "--output", str(out)]) == 0
+    assert sorted(p.name for p in (out / "my_video").glob("*.png")) == [
+        f"frame_{t:03d}.png" for t in range(5)]
+    gif = Image.open(out / "my_video_overlay.gif")
+    assert gif.n_frames == 5 and gif.size == (56, 40)
+
+
+def test_visualize_writes_overlays_and_a_bar_chart(tmp_path, ckpt):
+    root = write_davis(tmp_path / "davis", {"a": 4, "b": 3}, split="val")
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(ckpt), "--dataset", "davis2017", "--data-root", str(root),
+                 "--output", str(out), "--visualize"]) == 0
+    assert len(list((out / "visualize" / "a").glob("*.jpg"))) == 4
+    assert Image.open(out / "visualize" / "b.gif").n_frames == 3
+    chart = Image.open(out / "visualize" / "per-sequence-JF.png")
+    assert chart.size[1] > 40
+    assert (out / "global.csv").exists()
+
+
+def test_bad_frames_and_masks_fail_cleanly(tmp_path, ckpt, capsys):
+    root = write_davis(tmp_path / "davis", {"a": 4, "b": 3}, split="val")
+    (root / "JPEGImages" / "480p" / "b" / "00001.jpg").write_bytes(b"broken")
+    out = tmp_path / "out"
+    rc = main(["--checkpoint", str(ckpt), "--dataset", "davis2017", "--data-root", str(root),
+               "--output", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "b/00001.jpg: cannot read image" in err[0]
+    assert (out / "a").is_dir() and not (out / "b").exists()     # only complete videos
+    assert not (out / "global.csv").exists()
+    davis.write_label_png(root / "Annotations" / "480p" / "a" / "00000.png",
+                          np.zeros((10, 12), np.uint8))
+    rc = main(["--checkpoint", str(ckpt), "--dataset", "davis2017", "--data-root", str(root),
+               "--output", str(tmp_path / "out2"), "--sequences", "a"])
+    assert rc == 1 and "a/00000.png: mask is 10x12, its frame is 48x64" in capsys.readouterr().err
