@@ -57,6 +57,8 @@ class Segmenter:
       bucket_objects: compile for ``object_bucket(O)`` object slots (the extra slots
         never become active and take no part in the aggregation); ``False`` compiles
         for exactly O.
+      device: run on this device (the variables are copied there); default: JAX's
+        default device.
 
     Attributes:
       num_compilations: how many programs were compiled so far (one per padded frame
@@ -67,12 +69,14 @@ class Segmenter:
     """
 
     def __init__(self, model_config, variables, *, chunk_size: int = 32,
-                 single_object: bool = False, bucket_objects: bool = True):
+                 single_object: bool = False, bucket_objects: bool = True, device=None):
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         self.config = ModelConfig.from_any(model_config)
         self.model = AGame(self.config)
-        self.variables = variables
+        self.device = device
+        self.variables = variables if device is None or variables is None else jax.device_put(
+            variables, device)
         self.chunk_size = chunk_size
         self.feedback = "fine" if single_object else "aggregated"
         self.bucket_objects = bucket_objects
@@ -87,6 +91,9 @@ class Segmenter:
         from agame_jax import checkpoint
         cfg, variables = checkpoint.load_variables(path)
         return cls(cfg, variables, **kwargs)
+
+    def _put(self, array: np.ndarray) -> jax.Array:
+        return jnp.asarray(array) if self.device is None else jax.device_put(array, self.device)
 
     def _run_chunk(self, variables, states, frames, start, objects, *, first: bool):
         self.num_compilations += 1            # runs once per trace, i.e. per compilation
@@ -157,8 +164,9 @@ class Segmenter:
             init = np.zeros((slots, h, w), np.float32)
             init[:len(ids)] = first_masks
             objects = recurrent.ObjectTrack(
-                first_frame=jnp.asarray(first_frame + [_NEVER] * (slots - len(ids)), jnp.int32),
-                init_seg=pool_labels(jnp.asarray(_pad(init, ltrb, 1))))
+                first_frame=self._put(np.asarray(first_frame + [_NEVER] * (slots - len(ids)),
+                                                 np.int32)),
+                init_seg=pool_labels(self._put(_pad(init, ltrb, 1))))
         given0 = np.asarray(masks.get(0, np.zeros((h, w), np.uint8)))
         lookup = np.asarray([0] + list(ids), np.uint8)
         self.timing = {"frames": 0, "seconds": 0.0, "compiled_chunks": 0}
@@ -175,7 +183,7 @@ class Segmenter:
                 run = self._first_chunk if states is None else self._next_chunk
                 compiled = self.num_compilations
                 t0 = time.perf_counter()
-                states, q = run(self.variables, states, jnp.asarray(_pad(array, ltrb, 1)), start,
+                states, q = run(self.variables, states, self._put(_pad(array, ltrb, 1)), start,
                                 objects)
                 q = np.array(q[:n, :len(ids) + 1, top:top + h, left:left + w])
                 if self.num_compilations == compiled:

@@ -94,3 +94,20 @@ def test_bad_frames_and_masks_fail_cleanly(tmp_path, ckpt, capsys):
     rc = main(["--checkpoint", str(ckpt), "--dataset", "davis2017", "--data-root", str(root),
                "--output", str(tmp_path / "out2"), "--sequences", "a"])
     assert rc == 1 and "a/00000.png: mask is 10x12, its frame is 48x64" in capsys.readouterr().err
+
+
+def test_videos_spread_over_devices_give_the_same_results(tmp_path, ckpt):
+    import jax
+    assert len(jax.local_devices()) >= 2, "conftest asks for 4 fake CPU devices"
+    root = write_davis(tmp_path / "davis", {"a": 4, "b": 3, "c": 3}, split="val")
+    outs = {}
+    for devices in ("1", "2"):
+        out = tmp_path / f"out{devices}"
+        assert main(["--checkpoint", str(ckpt), "--dataset", "davis2017", "--data-root",
+                     str(root), "--output", str(out), "--devices", devices]) == 0
+        outs[devices] = out
+        assert json.loads((out / "timing.json").read_text())["devices"] == int(devices)
+    for seq in ("a", "b", "c"):
+        for png in sorted((outs["1"] / seq).glob("*.png")):
+            np.testing.assert_array_equal(davis.read_image(png),
+                                          davis.read_image(outs["2"] / seq / png.name))

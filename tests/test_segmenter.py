@@ -172,3 +172,11 @@ def test_stream_reads_a_long_video_lazily_with_flat_memory(tiny):
     assert (short[0], long[0]) == (200, 3000)
     assert state["ahead"] < 50                        # one chunk at a time
     assert long[1] < short[1] * 1.5 + 2 ** 20, (short[1], long[1])
+
+
+def test_segmenter_runs_on_the_device_it_is_given(tiny):
+    cfg, variables = tiny
+    device = jax.devices()[1]
+    seg = Segmenter(cfg, variables, device=device)
+    assert all(x.devices() == {device} for x in jax.tree_util.tree_leaves(seg.variables))
+    assert seg._put(np.zeros((2, 3), np.float32)).devices() == {device}

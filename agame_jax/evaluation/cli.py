@@ -42,64 +42,90 @@ def _remember(frames, store: dict, keep: int):
         yield frame
 
 
-def segment_videos(segmenter, videos, result_dir, *, resume: bool = False,
+def segment_video(segmenter, video, out: Path, *, visualize: Path | None = None,
+                  overlay_gif: bool = False) -> dict:
+    """Segment one ``EvalVideo`` into palette PNGs in ``out`` (written to a temporary
+    folder renamed when complete); returns its frame count and model timing."""
+    from agame_jax.viz import overlay, write_gif
+    names = video.frame_names
+    tmp = out.parent / f".{out.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    pictures = visualize / video.name if visualize else None
+    if pictures:
+        shutil.rmtree(pictures, ignore_errors=True)
+        pictures.mkdir(parents=True)
+    recent: dict[int, np.ndarray] = {}
+    gif = []
+    masks = video.masks()
+    frames = _remember(video.frames(), recent, 2 * segmenter.chunk_size)
+    for t, label in segmenter.stream(frames, masks):
+        davis.write_label_png(tmp / f"{names[t]}.png", label)
+        if pictures or overlay_gif:
+            picture = overlay(recent[t], label)
+            if pictures:
+                from PIL import Image
+                Image.fromarray(picture).save(pictures / f"{names[t]}.jpg", quality=90)
+            if len(gif) < GIF_FRAMES:
+                gif.append(picture)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    if gif:
+        write_gif((visualize / f"{video.name}.gif") if visualize else
+                  (out.parent / f"{out.name}_overlay.gif"), gif)
+    return {"frames": len(names), "masks": len(masks), **{
+        f"timed_{k}": segmenter.timing[k] for k in ("frames", "seconds")}}
+
+
+def segment_videos(segmenters, videos, result_dir, *, resume: bool = False,
                    visualize: Path | None = None, overlay_gif: bool = False, log=print) -> dict:
     """Segment ``videos`` (``EvalVideo``s); write palette PNGs to ``result_dir(video)``.
 
-    With ``visualize``, also ``visualize/<video>/<frame>.jpg`` overlays and
-    ``visualize/<video>.gif``; ``overlay_gif`` writes the GIF beside the results. Returns
-    the timing summary (model time only: no compilation, no disk I/O).
+    ``segmenters``: one ``Segmenter``, or one per device: videos are then spread over
+    them, one thread each. With ``visualize``, also ``visualize/<video>/<frame>.jpg``
+    overlays and ``visualize/<video>.gif``; ``overlay_gif`` writes the GIF beside the
+    results. Returns the timing summary (model time only: no compilation, no disk I/O).
     """
+    import concurrent.futures
     import jax
-    from agame_jax.viz import overlay, write_gif
-    timed_frames, timed_seconds, total_frames, skipped = 0, 0.0, 0, 0
-    for k, video in enumerate(videos, start=1):
-        out = result_dir(video)
-        names = video.frame_names
-        if resume and _complete(out, names):
+    if not isinstance(segmenters, (list, tuple)):
+        segmenters = [segmenters]
+    todo, skipped = [], 0
+    for video in videos:
+        if resume and _complete(result_dir(video), video.frame_names):
             skipped += 1
-            log(f"[{k}/{len(videos)}] {video.name}: already complete, skipped (--resume)")
-            continue
-        tmp = out.parent / f".{out.name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        pictures = visualize / video.name if visualize else None
-        if pictures:
-            shutil.rmtree(pictures, ignore_errors=True)
-            pictures.mkdir(parents=True)
-        recent: dict[int, np.ndarray] = {}
-        gif = []
-        t_start = time.perf_counter()
-        masks = video.masks()
-        frames = _remember(video.frames(), recent, 2 * segmenter.chunk_size)
-        for t, label in segmenter.stream(frames, masks):
-            davis.write_label_png(tmp / f"{names[t]}.png", label)
-            if pictures or overlay_gif:
-                picture = overlay(recent[t], label)
-                if pictures:
-                    from PIL import Image
-                    Image.fromarray(picture).save(pictures / f"{names[t]}.jpg", quality=90)
-                if len(gif) < GIF_FRAMES:
-                    gif.append(picture)
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
-        if gif:
-            target = (visualize / f"{video.name}.gif") if visualize else (
-                out.parent / f"{out.name}_overlay.gif")
-            write_gif(target, gif)
-        timed_frames += segmenter.timing["frames"]
-        timed_seconds += segmenter.timing["seconds"]
-        total_frames += len(names)
-        log(f"[{k}/{len(videos)}] {video.name}: {len(names)} frames, {len(masks)} given "
-            f"mask(s), {time.perf_counter() - t_start:.2f} s with I/O")
-    device = jax.devices()[0]
-    return {"frames": total_frames, "skipped_videos": skipped, "timed_frames": timed_frames,
-            "seconds": timed_seconds,
+            log(f"{video.name}: already complete, skipped (--resume)")
+        else:
+            todo.append(video)
+    done = []
+
+    def work(worker: int):
+        for k in range(worker, len(todo), len(segmenters)):
+            t0 = time.perf_counter()
+            record = segment_video(segmenters[worker], todo[k], result_dir(todo[k]),
+                                   visualize=visualize, overlay_gif=overlay_gif)
+            done.append(record)
+            log(f"[{len(done)}/{len(todo)}] {todo[k].name}: {record['frames']} frames, "
+                f"{record['masks']} given mask(s), {time.perf_counter() - t0:.2f} s with I/O")
+
+    if len(segmenters) == 1:
+        work(0)
+    else:
+        with concurrent.futures.ThreadPoolExecutor(len(segmenters)) as pool:
+            for future in [pool.submit(work, i) for i in range(len(segmenters))]:
+                future.result()                  # re-raises a worker's error
+    timed_frames = sum(r["timed_frames"] for r in done)
+    timed_seconds = sum(r["timed_seconds"] for r in done)
+    first = segmenters[0]
+    return {"frames": sum(r["frames"] for r in done), "skipped_videos": skipped,
+            "timed_frames": timed_frames, "seconds": timed_seconds,
             "fps": timed_frames / timed_seconds if timed_seconds else None,
+            "devices": len(segmenters),
             "note": "frames/s of the model over chunks that needed no compilation (device "
-                    "work and host transfers), excluding disk I/O",
-            "compilations": segmenter.num_compilations,
-            "device": device.device_kind, "dtype": str(segmenter.config.compute_dtype)}
+                    "work and host transfers), excluding disk I/O; with several devices, "
+                    "the sum of their times (per-device rate)",
+            "compilations": sum(s.num_compilations for s in segmenters),
+            "device": jax.devices()[0].device_kind, "dtype": str(first.config.compute_dtype)}
 
 
 def _sequence_jf(rows: list[dict]) -> tuple[list[str], list[float]]:
@@ -151,6 +177,8 @@ def main(argv=None) -> int:
     parser.add_argument("--visualize", action="store_true",
                         help="overlays per frame and a GIF per video in OUT/visualize, and a "
                              "per-sequence J&F bar chart where there is ground truth")
+    parser.add_argument("--devices", type=int, default=1,
+                        help="spread the videos over this many local devices (0: all)")
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() and split the videos over "
                              "the processes; process 0 scores")
@@ -179,13 +207,17 @@ def main(argv=None) -> int:
             mine = videos[rank::size]
             output = results = args.output
             output.mkdir(parents=True, exist_ok=True)
-            segmenter = Segmenter.from_checkpoint(args.checkpoint, chunk_size=args.chunk_size,
-                                                  single_object=merge)
+            from agame_jax import checkpoint
+            cfg, variables = checkpoint.load_variables(args.checkpoint)
+            local = jax.local_devices()
+            count = len(local) if args.devices == 0 else min(args.devices, len(local))
+            segmenters = [Segmenter(cfg, variables, chunk_size=args.chunk_size,
+                                    single_object=merge, device=d) for d in local[:count]]
             if args.dataset == "ytvos":
                 result_dir = lambda v: output / "Annotations" / v.name
             else:
                 result_dir = lambda v: output / v.name
-            timing = segment_videos(segmenter, mine, result_dir, resume=args.resume,
+            timing = segment_videos(segmenters, mine, result_dir, resume=args.resume,
                                     visualize=output / "visualize" if args.visualize else None,
                                     overlay_gif=args.dataset == "folder")
             print(f"compiled {timing['compilations']} program(s); "
