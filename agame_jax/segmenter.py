@@ -106,7 +106,9 @@ class Segmenter:
         states, out = recurrent.scan_frames(
             self.model, variables, states, feats, start, objects, feedback=self.feedback,
             late_objects=True, keep=("probs",))
-        return states, out["probs"]
+        # The label map is computed here too: fetching it (1 byte a pixel) instead of
+        # the probabilities (4 bytes per object slot a pixel) keeps transfers small.
+        return states, out["probs"], jnp.argmax(out["probs"], axis=1).astype(jnp.uint8)
 
     def __call__(self, frames, masks: Mapping[int, np.ndarray]):
         """Segment one video held in memory.
@@ -168,39 +170,47 @@ class Segmenter:
                                                  np.int32)),
                 init_seg=pool_labels(self._put(_pad(init, ltrb, 1))))
         given0 = np.asarray(masks.get(0, np.zeros((h, w), np.uint8)))
-        lookup = np.asarray([0] + list(ids), np.uint8)
+        at_zero = [obj_id for j, obj_id in enumerate(ids) if first_frame[j] == 0]
+        lookup = np.zeros(slots + 1, np.uint8)
+        lookup[1:len(ids) + 1] = ids
         self.timing = {"frames": 0, "seconds": 0.0, "compiled_chunks": 0}
         states, start = None, 0
+        crop = (slice(None), slice(top, top + h), slice(left, left + w))
         while chunk:
             array = _check_frames(chunk, (h, w), start)
             n = len(array)
+            probs = None
             if objects is None:
-                probs = np.zeros((n, 1, h, w), np.float32)
-                probs[:, 0] = 1.0
+                labels = np.zeros((n, h, w), np.uint8)
+                if with_probs:
+                    probs = np.zeros((n, 1, h, w), np.float32)
+                    probs[:, 0] = 1.0
             else:
                 if n < self.chunk_size:       # same shape as the full chunks: no new program
                     array = np.concatenate([array, np.repeat(array[-1:], self.chunk_size - n, 0)])
                 run = self._first_chunk if states is None else self._next_chunk
                 compiled = self.num_compilations
                 t0 = time.perf_counter()
-                states, q = run(self.variables, states, self._put(_pad(array, ltrb, 1)), start,
-                                objects)
-                q = np.array(q[:n, :len(ids) + 1, top:top + h, left:left + w])
+                states, q, best = run(self.variables, states, self._put(_pad(array, ltrb, 1)),
+                                      start, objects)
+                labels = lookup[np.asarray(best)[:n][crop]]
+                if with_probs:
+                    probs = np.array(q[:n, :len(ids) + 1, top:top + h, left:left + w])
                 if self.num_compilations == compiled:
                     self.timing["frames"] += n
                     self.timing["seconds"] += time.perf_counter() - t0
                 else:
                     self.timing["compiled_chunks"] += 1
-                probs = q
             if start == 0:
                 # Frame 0 is given, not predicted: its output is the given mask.
-                probs[0] = 0.0
-                probs[0, 0] = 1.0
-                for j, obj_id in enumerate(ids):
-                    if first_frame[j] == 0:
-                        probs[0, j + 1] = given0 == obj_id
-                        probs[0, 0] -= probs[0, j + 1]
-            labels = lookup[probs.argmax(axis=1)]
+                labels[0] = np.where(np.isin(given0, at_zero), given0, 0)
+                if with_probs:
+                    probs[0] = 0.0
+                    probs[0, 0] = 1.0
+                    for j, obj_id in enumerate(ids):
+                        if first_frame[j] == 0:
+                            probs[0, j + 1] = given0 == obj_id
+                            probs[0, 0] -= probs[0, j + 1]
             for i in range(n):
                 yield (start + i, labels[i], probs[i]) if with_probs else (start + i, labels[i])
             start += n

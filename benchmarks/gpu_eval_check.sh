@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# evaluate.py on a GPU: the full-size model (random weights, default dtype) over the DAVIS
+# sample clips at 480x854, reporting timing.json (frames/s without compile or disk I/O),
+# then the exact-resume training test on the GPU.
+# Usage: AGAME_SHARED=/path/to/shared bash benchmarks/gpu_eval_check.sh [OUT_DIR]
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-${OUT:-/tmp/agame_gpu}}
+mkdir -p "$out"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+run() { echo "=== $*"; local t0=$SECONDS; "$@"; echo "=== exit $? after $((SECONDS - t0)) s"; }
+{
+  nvidia-smi --query-gpu=name,memory.total --format=csv
+  python3 -c "
+import jax
+from agame_jax import ModelConfig, init_variables
+from agame_jax.checkpoint import save_variables
+cfg = ModelConfig()
+save_variables('$out/random_full', init_variables(cfg, jax.random.key(0)), cfg)"
+  sample="$AGAME_SHARED/data/davis2016_sample"
+  run python3 evaluate.py --checkpoint "$out/random_full" --dataset davis2017 \
+      --data-root "$sample" --output "$out/eval" --chunk-size 32
+  cat "$out/eval/timing.json"
+  run python3 -m pytest -q -p no:cacheprovider tests/test_train_loop.py -k resume
+} 2>&1 | tee "$out/gpu_eval_check.log"
