@@ -180,3 +180,14 @@ def test_segmenter_runs_on_the_device_it_is_given(tiny):
     seg = Segmenter(cfg, variables, device=device)
     assert all(x.devices() == {device} for x in jax.tree_util.tree_leaves(seg.variables))
     assert seg._put(np.zeros((2, 3), np.float32)).devices() == {device}
+
+
+def test_video_whose_first_frame_has_no_object(tiny):
+    """Objects given only from frame 2: nothing before, tracked from then on; an id that
+    never shows up again still gets a (possibly empty) probability channel, no error."""
+    cfg, variables = tiny
+    frames, masks = _video(np.random.default_rng(5), t_len=5)
+    labels, probs = Segmenter(cfg, variables)(frames, {2: masks[2]})
+    assert probs.shape == (5, 2, 50, 70)
+    assert not (labels[:2] == 5).any() and set(np.unique(labels)) <= {0, 5}
+    np.testing.assert_allclose(probs[:2, 0], 1.0)
