@@ -46,7 +46,7 @@ def main(argv=None):
             objects = recurrent.ObjectTrack(first_frame=jnp.zeros(n_obj, jnp.int32),
                                             init_seg=pool_labels(jnp.asarray(masks)))
             seg = Segmenter(cfg, variables)
-            states, _ = seg._first_chunk(variables, None, frames[:2], 0, objects)
+            states = seg._first_chunk(variables, None, frames[:2], 0, objects)[0]
             run = jax.jit(functools.partial(seg._run_chunk, first=False))
             call_args = (variables, states, frames, 2, objects)
             first, median, _ = time_call(run, *call_args, repeats=args.repeats)
