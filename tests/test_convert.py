@@ -7,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agame_jax import Segmenter, init_variables
+from agame_jax import init_variables
 from agame_jax.convert import ConversionError, convert_agame, convert_resnet101
 from agame_jax.model.agame import AGame
 
-from conftest import FIXTURES, tiny_config
+from conftest import tiny_config
 
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
@@ -121,16 +121,24 @@ def test_conversion_errors_name_the_tensors():
 
 
 def test_authors_checkpoint_through_cli_and_orbax(authors_state_dict, tmp_path):
-    """npz of the authors' state dict → CLI → orbax → Segmenter reproduces their outputs."""
+    """npz of the authors' state dict → CLI → orbax gives exactly the in-process conversion
+    (whose outputs match the authors', tests/test_parity_authors.py)."""
     np.savez(tmp_path / "agame.npz", **authors_state_dict)
     out = tmp_path / "ckpt"
     run = subprocess.run([sys.executable, "-m", "agame_jax.convert", "agame",
                           str(tmp_path / "agame.npz"), str(out)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "63,468,228 parameters" in run.stdout
-    clip = np.load(FIXTURES / "clip_2obj.npz")
-    _, probs = Segmenter.from_checkpoint(out)(clip["frames"], {0: clip["given_0"]})
-    assert np.abs(probs - clip["probs"]).max() <= 1e-4
+    from agame_jax import ModelConfig, checkpoint
+    cfg, loaded = checkpoint.load_variables(out)
+    assert cfg == ModelConfig()
+    _, expected = convert_agame(authors_state_dict, ModelConfig())
+    flat = lambda tree: {jax.tree_util.keystr(k): np.asarray(v)
+                         for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+    got, want = flat(loaded), flat(expected)
+    assert got.keys() == want.keys()
+    for key in want:
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
     # A truncated file names what is missing and exits non-zero.
     partial = {k: v for k, v in authors_state_dict.items() if "segmod" not in k}
     np.savez(tmp_path / "partial.npz", **partial)

@@ -1,7 +1,6 @@
 """Training-data readers: DAVIS / YouTube-VOS layouts, the clip recipe, SynthVOS, TFDS
 conversion, bad inputs, and the grain pipeline's determinism and resumability."""
 import dataclasses
-import types
 
 import numpy as np
 import pytest

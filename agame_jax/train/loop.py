@@ -9,9 +9,7 @@ improvement).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import sys
 import time
 from pathlib import Path
 
