@@ -2,6 +2,8 @@
 
     python benchmarks/data_pipeline.py --config configs/stage1.py --sources synthetic \\
         --threads 1 4 16 --processes 0 8
+    python benchmarks/data_pipeline.py --sources davis2017 \\
+        --set data.davis_root=/data/DAVIS data.davis_split=train
 
 Compare the clips/s with the train step's snippets/s (benchmarks/train_step.py): the
 pipeline must be faster, or the device waits. Prints one row per setting.
@@ -35,6 +37,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--height", type=int, default=0, help="0: the config's")
     parser.add_argument("--width", type=int, default=0)
+    parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                        help="config overrides, e.g. data.davis_root=/data/DAVIS")
     args = parser.parse_args(argv)
     from agame_jax.data import pipeline
     from agame_jax.train.loop import clip_spec
@@ -43,6 +47,14 @@ def main(argv=None) -> None:
         config.data.sources = args.sources
         if args.height:
             config.data.height, config.data.width = args.height, args.width
+        for item in args.set:
+            key, _, value = item.partition("=")
+            *parents, leaf = key.split(".")
+            node = config
+            for name in parents:
+                node = node[name]
+            kind = type(node[leaf])
+            node[leaf] = value.lower() in ("1", "true") if kind is bool else kind(value)
     spec = clip_spec(config.data)
     batch = config.train.batch_size
     rows = []

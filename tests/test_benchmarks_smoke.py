@@ -24,3 +24,12 @@ def test_benchmark_prints_table(name, args, header, capsys):
     _load(name).main(args)
     out = capsys.readouterr().out
     assert header in out and "float32" in out
+
+
+def test_data_pipeline_benchmark_prints_table(capsys):
+    _load("data_pipeline").main(["--config", str(BENCH.parent / "configs" / "quickstart.py"),
+                                 "--threads", "1", "--batches", "2", "--height", "32",
+                                 "--width", "32", "--set", "data.min_start_pixels=20",
+                                 "data.hflip=false"])
+    out = capsys.readouterr().out
+    assert "clips/s" in out and "4x32x32" in out
