@@ -95,7 +95,7 @@ class ObjectStats:
     """
 
     def __init__(self):
-        self._cache: dict[str, np.ndarray] = {}
+        self._cache: dict[str, tuple[np.ndarray, tuple[int, int]]] = {}
         self._lock = threading.Lock()
 
     def __getstate__(self):                 # worker processes start with their own cache
@@ -104,17 +104,19 @@ class ObjectStats:
     def __setstate__(self, state):
         self.__init__()
 
-    def counts(self, video: LabelledVideo) -> np.ndarray:
-        """``[num_frames, 255]`` pixel counts of ids 0..254 at native resolution."""
+    def counts(self, video: LabelledVideo) -> tuple[np.ndarray, tuple[int, int]]:
+        """``([num_frames, 255] pixel counts of ids 0..254, (H, W))`` at native resolution."""
         with self._lock:
             hit = self._cache.get(video.name)
         if hit is not None:
             return hit
-        counts = np.stack([np.bincount(read_label(p).ravel(), minlength=256)[:VOID]
-                           for p in video.labels]) if video.labels else np.zeros((0, VOID), int)
+        labels = [read_label(p) for p in video.labels]
+        counts = (np.stack([np.bincount(l.ravel(), minlength=256)[:VOID] for l in labels])
+                  if labels else np.zeros((0, VOID), int))
+        entry = (counts, labels[0].shape if labels else (1, 1))
         with self._lock:
-            self._cache[video.name] = counts
-        return counts
+            self._cache[video.name] = entry
+        return entry
 
 
 def _resize(array: np.ndarray, height: int, width: int, nearest: bool) -> np.ndarray:
@@ -187,12 +189,8 @@ def sample_clip(video: LabelledVideo, spec: ClipSpec, rng: np.random.Generator,
                 stats: ObjectStats) -> tuple[np.ndarray, np.ndarray]:
     """One training clip: ``frames [T, H, W, 3]`` uint8, ``labels [T, H, W]`` uint8
     (chosen objects 1..K, 0 background, 255 void). Raises ``DataError`` for a bad video."""
-    counts = stats.counts(video)
-    if len(counts):
-        first = read_frame(video.frames[0])
-        scale = spec.height * spec.width / (first.shape[0] * first.shape[1])
-    else:
-        scale = 1.0
+    counts, (h, w) = stats.counts(video)
+    scale = spec.height * spec.width / (h * w)     # masks are checked against frames below
     start, ids = choose_start_and_objects(counts, spec, scale, rng, video.name)
     frames, labels = [], []
     for i in range(start, start + spec.length):
