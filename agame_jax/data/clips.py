@@ -127,6 +127,14 @@ def _resize(array: np.ndarray, height: int, width: int, nearest: bool) -> np.nda
                                    Image.NEAREST if nearest else Image.BILINEAR))
 
 
+def resize_video(frames: np.ndarray, labels: np.ndarray, height: int, width: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """``frames [T, h, w, 3]`` bilinearly and ``labels [T, h, w]`` by nearest neighbour to
+    ``height × width`` (unchanged when already that size)."""
+    return (np.stack([_resize(f, height, width, nearest=False) for f in frames]),
+            np.stack([_resize(l, height, width, nearest=True) for l in labels]))
+
+
 def choose_start_and_objects(counts: np.ndarray, spec: ClipSpec, scale: float,
                              rng: np.random.Generator, name: str = "video"
                              ) -> tuple[int, list[int]]:
@@ -176,8 +184,7 @@ def augment(frames: np.ndarray, labels: np.ndarray, spec: ClipSpec, rng: np.rand
         y0, x0 = int(oy * (h - ch)), int(ox * (w - cw))
         frames = frames[:, y0:y0 + ch, x0:x0 + cw]
         labels = labels[:, y0:y0 + ch, x0:x0 + cw]
-    frames = np.stack([_resize(f, spec.height, spec.width, nearest=False) for f in frames])
-    labels = np.stack([_resize(l, spec.height, spec.width, nearest=True) for l in labels])
+    frames, labels = resize_video(frames, labels, spec.height, spec.width)
     if spec.colour_jitter > 0:
         frames = np.clip(frames.astype(np.float32) * gain + bias, 0, 255).astype(np.uint8)
     if spec.hflip and flip:

@@ -12,9 +12,8 @@ from __future__ import annotations
 from typing import Iterable, Mapping
 
 import numpy as np
-from PIL import Image
 
-from agame_jax.data.clips import DataError
+from agame_jax.data.clips import DataError, resize_video
 
 
 def video_from_example(example: Mapping, size: tuple[int, int] | None = None
@@ -34,12 +33,8 @@ def video_from_example(example: Mapping, size: tuple[int, int] | None = None
     if frames.shape[:3] != labels.shape:
         raise DataError(f"tfds davis/{name}: frames {frames.shape[:3]} and segmentations "
                         f"{labels.shape} differ")
-    if size is not None and frames.shape[1:3] != tuple(size):
-        h, w = size
-        frames = np.stack([np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR))
-                           for f in frames])
-        labels = np.stack([np.asarray(Image.fromarray(l).resize((w, h), Image.NEAREST))
-                           for l in labels])
+    if size is not None:
+        frames, labels = resize_video(frames.astype(np.uint8), labels.astype(np.uint8), *size)
     return f"tfds_davis/{name}", frames.astype(np.uint8), labels.astype(np.uint8)
 
 

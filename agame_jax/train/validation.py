@@ -9,7 +9,6 @@ import dataclasses
 import time
 
 import numpy as np
-from PIL import Image
 
 from agame_jax.evaluation.metrics import evaluate_sequence
 
@@ -35,13 +34,10 @@ class HeldOutVideo:
 
 
 def _resize_video(frames, labels, height, width):
-    if not height or not width or frames.shape[1:3] == (height, width):
+    if not height or not width:
         return frames, labels
-    frames = np.stack([np.asarray(Image.fromarray(f).resize((width, height), Image.BILINEAR))
-                       for f in frames])
-    labels = np.stack([np.asarray(Image.fromarray(l).resize((width, height), Image.NEAREST))
-                       for l in labels])
-    return frames, labels
+    from agame_jax.data.clips import resize_video
+    return resize_video(frames, labels, height, width)
 
 
 def synthetic_videos(count: int, num_frames: int, height: int, width: int, num_objects: int,
