@@ -59,6 +59,7 @@ class Segmenter:
         for exactly O.
       device: run on this device (the variables are copied there); default: JAX's
         default device.
+      unroll: frames per iteration of the compiled frame loop (``scan_frames``).
 
     Attributes:
       num_compilations: how many programs were compiled so far (one per padded frame
@@ -69,7 +70,8 @@ class Segmenter:
     """
 
     def __init__(self, model_config, variables, *, chunk_size: int = 32,
-                 single_object: bool = False, bucket_objects: bool = True, device=None):
+                 single_object: bool = False, bucket_objects: bool = True, device=None,
+                 unroll: int | bool = 1):
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         self.config = ModelConfig.from_any(model_config)
@@ -80,6 +82,7 @@ class Segmenter:
         self.chunk_size = chunk_size
         self.feedback = "fine" if single_object else "aggregated"
         self.bucket_objects = bucket_objects
+        self.unroll = unroll
         self.num_compilations = 0
         self.timing = {"frames": 0, "seconds": 0.0, "compiled_chunks": 0}
         self._first_chunk = jax.jit(functools.partial(self._run_chunk, first=True))
@@ -105,7 +108,7 @@ class Segmenter:
                 objects.init_seg)
         states, out = recurrent.scan_frames(
             self.model, variables, states, feats, start, objects, feedback=self.feedback,
-            late_objects=True, keep=("probs",))
+            late_objects=True, keep=("probs",), unroll=self.unroll)
         # The label map is computed here too: fetching it (1 byte a pixel) instead of
         # the probabilities (4 bytes per object slot a pixel) keeps transfers small.
         return states, out["probs"], jnp.argmax(out["probs"], axis=1).astype(jnp.uint8)

@@ -29,15 +29,127 @@ def time_call(fn, *args, repeats: int = 5):
     return first, statistics.median(times), out
 
 
-def flops_of(jitted, *args) -> float | None:
-    """XLA's FLOP count of one call (None where the backend gives none)."""
+def compile_and_time(jitted, *args, repeats: int = 5) -> dict:
+    """Compile ``jitted`` for ``args`` once (ahead of time) and time the compiled program.
+
+    Returns ``first`` (compile + first call, seconds), ``median`` (median of ``repeats``
+    later calls), ``out`` (the last result), ``compiled`` (callable on the same args) and
+    the ``analyse`` entries.
+    """
+    t0 = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    out = jax.block_until_ready(compiled(*args))
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(compiled(*args))
+        times.append(time.perf_counter() - t0)
+    return {"first": first, "median": statistics.median(times), "out": out,
+            "compiled": compiled, **analyse(compiled)}
+
+
+def lowered_flops(jitted, *args) -> float | None:
+    """FLOPs of ``jitted(*args)`` from XLA's cost analysis of the lowered (not compiled)
+    program. XLA counts a loop body once, whatever its trip count, so pass a program whose
+    frame loop is unrolled (``unroll=True``) to count every frame."""
     try:
-        cost = jitted.lower(*args).compile().cost_analysis()
+        cost = jitted.lower(*args).cost_analysis()
         if isinstance(cost, (list, tuple)):
             cost = cost[0]
         return float(cost.get("flops", 0.0)) or None
-    except Exception:                                  # cost analysis is best effort
+    except Exception:                                  # best effort: a table, not a test
         return None
+
+
+def compiled_stats(jitted, *args) -> dict:
+    """``analyse`` of ``jitted`` compiled for ``args``, without running it."""
+    return analyse(jitted.lower(*args).compile())
+
+
+def analyse(compiled) -> dict:
+    """``flops``: XLA's cost analysis of a compiled program (None where the backend gives
+    none; a loop body counts once, see ``lowered_flops``); ``program_gib``: arguments + outputs + temporaries from its memory analysis,
+    i.e. what the program itself needs (unlike the process-wide ``peak_memory_gib``,
+    which also sees autotuning and other programs)."""
+    result = {"flops": None, "program_gib": None}
+    try:
+        cost = compiled.cost_analysis()
+        if isinstance(cost, (list, tuple)):
+            cost = cost[0]
+        result["flops"] = float(cost.get("flops", 0.0)) or None
+    except Exception:                                  # best effort: a table, not a test
+        pass
+    try:
+        mem = compiled.memory_analysis()
+        result["program_gib"] = (mem.argument_size_in_bytes + mem.output_size_in_bytes
+                                 + mem.temp_size_in_bytes - mem.alias_size_in_bytes) / 2 ** 30
+    except Exception:
+        pass
+    return result
+
+
+# Dense peak FLOP/s of one chip from the vendors' data sheets (no sparsity), by the
+# convolutions' dtype: float32 convolutions use TF32 tensor cores by default on GPUs.
+PEAK_TFLOPS = {
+    "H100 80GB HBM3": {"bfloat16": 989.4, "float32": 494.7},       # SXM
+    "NVIDIA H100 80GB HBM3": {"bfloat16": 989.4, "float32": 494.7},
+    "NVIDIA H100 PCIe": {"bfloat16": 756.0, "float32": 378.0},
+    "NVIDIA H200": {"bfloat16": 989.4, "float32": 494.7},
+    "NVIDIA A100-SXM4-80GB": {"bfloat16": 312.0, "float32": 156.0},
+    "NVIDIA A100-SXM4-40GB": {"bfloat16": 312.0, "float32": 156.0},
+}
+
+
+def peak_tflops(dtype: str, override: float | None = None) -> float | None:
+    """The device's dense peak TFLOP/s for ``dtype`` (None when unknown, e.g. CPUs)."""
+    if override:
+        return override
+    kind = jax.devices()[0].device_kind
+    for name, peaks in PEAK_TFLOPS.items():
+        if kind == name or kind.startswith(name):
+            return peaks.get(dtype)
+    return None
+
+
+def utilisation(flops: float | None, seconds: float, dtype: str, override=None):
+    """``(TFLOP/s, fraction of peak)``; either may be None."""
+    if flops is None:
+        return None, None
+    tflops = flops / seconds / 1e12
+    peak = peak_tflops(dtype, override)
+    return tflops, (None if peak is None else tflops / peak)
+
+
+def profile_calls(log_dir, fn, *args, calls: int = 2) -> None:
+    """Trace ``calls`` already-compiled calls of ``fn`` under ``log_dir`` (if set)."""
+    if not log_dir:
+        return
+    with Profile(log_dir):
+        for _ in range(calls):
+            jax.block_until_ready(fn(*args))
+
+
+class Profile:
+    """``with Profile(dir):`` traces the block with ``jax.profiler`` when ``dir`` is set
+    (view it in TensorBoard's profile plugin or Perfetto; ``benchmarks/profile_summary.py``
+    prints the device time per kernel)."""
+
+    def __init__(self, log_dir):
+        self.log_dir = log_dir
+
+    def __enter__(self):
+        if self.log_dir:
+            options = jax.profiler.ProfileOptions()
+            options.python_tracer_level = 0            # device and runtime events only
+            jax.profiler.start_trace(str(self.log_dir), create_perfetto_trace=True,
+                                     profiler_options=options)
+        return self
+
+    def __exit__(self, *exc):
+        if self.log_dir:
+            jax.profiler.stop_trace()
+        return False
 
 
 def peak_memory_gib() -> float | None:
@@ -64,6 +176,11 @@ def add_common_args(parser, height: int, width: int, frames: int) -> None:
     parser.add_argument("--dtype", nargs="+", default=["bfloat16"])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tiny", action="store_true", help="reduced widths and depths")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help="the device's peak TFLOP/s for the utilisation column "
+                             "(default: from a table of known devices)")
+    parser.add_argument("--profile", default=None,
+                        help="write a jax.profiler trace of the timed calls under this folder")
 
 
 def setup_run(args):

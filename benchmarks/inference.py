@@ -1,11 +1,16 @@
 """Inference speed of the full recurrence (backbone + heads + aggregation), no disk I/O.
 
-    python benchmarks/inference.py                                  # 480×864, 1/2/5 objects
+    python benchmarks/inference.py                       # 480×864, 1/2/5 objects, bfloat16
+    python benchmarks/inference.py --dtype bfloat16 float32 --videos 1 4
     python benchmarks/inference.py --tiny --height 64 --width 96 --frames 4   # CPU smoke test
 
 Times the compiled chunk program of ``Segmenter`` on device-resident frames after a
 warm-up call (so compilation is excluded), with the state carried in from a previous
-chunk, so every frame of the chunk is predicted.
+chunk, so every frame of the chunk is predicted. ``--videos N`` runs N videos at once
+(the chunk program vmapped over a video axis, as a dataset evaluation could). The
+"encode" row times the object-independent part alone (backbone, appearance projection,
+mask propagation's current-frame term, the upsampler's skip projections); the
+difference between object counts gives the cost of one more object.
 """
 from __future__ import annotations
 
@@ -19,45 +24,90 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (add_common_args, flops_of, model_config, peak_memory_gib,  # noqa: E402
-                    print_table, setup_run, time_call)
+from common import (  # noqa: E402
+    add_common_args, compile_and_time, lowered_flops, model_config, peak_memory_gib,
+    print_table, profile_calls, setup_run, utilisation)
 
 from agame_jax import Segmenter  # noqa: E402
 from agame_jax.model import recurrent  # noqa: E402
-from agame_jax.model.agame import pool_labels  # noqa: E402
+from agame_jax.model.agame import AGame, pool_labels  # noqa: E402
+
+
+def _objects(n_obj: int, height: int, width: int) -> recurrent.ObjectTrack:
+    masks = np.zeros((n_obj, height, width), np.float32)
+    for k in range(n_obj):
+        masks[k, 16 * k: 16 * k + height // 4, 16 * k: 16 * k + width // 4] = 1
+    return recurrent.ObjectTrack(first_frame=jnp.zeros(n_obj, jnp.int32),
+                                 init_seg=pool_labels(jnp.asarray(masks)))
+
+
+def chunk_program(seg: Segmenter, variables, frames, objects, videos: int):
+    """``(jitted, args)``: the later-chunk program for ``videos`` copies of the video."""
+    states = seg._first_chunk(variables, None, frames[:2], 0, objects)[0]
+    if videos == 1:
+        return jax.jit(functools.partial(seg._run_chunk, first=False)), (
+            variables, states, frames, 2, objects)
+    stack = lambda tree: jax.tree_util.tree_map(
+        lambda x: jnp.broadcast_to(x, (videos,) + x.shape) + jnp.zeros((), x.dtype), tree)
+
+    @jax.jit
+    def run(variables, states, frames, objects):
+        one = lambda s, f, o: seg._run_chunk(variables, s, f, 2, o, first=False)
+        return jax.vmap(one)(states, frames, objects)
+    return run, (variables, stack(states), stack(frames), stack(objects))
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser, height=480, width=864, frames=32)     # frames: per chunk
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 2, 5])
+    parser.add_argument("--videos", type=int, nargs="+", default=[1],
+                        help="videos processed at once (a vmapped video axis)")
+    parser.add_argument("--no-encode", action="store_true", help="skip the encode-only row")
     args = parser.parse_args(argv)
     variables = setup_run(args)
     rng = np.random.default_rng(0)
-    frames = jnp.asarray(rng.integers(0, 256, (args.frames, args.height, args.width, 3),
-                                      dtype=np.uint8))
+    t_len, h, w = args.frames, args.height, args.width
+    frames = jnp.asarray(rng.integers(0, 256, (t_len, h, w, 3), dtype=np.uint8))
     rows = []
+
+    def measure(label, dtype, videos, n_obj, fn, call_args, flops=None):
+        stats = compile_and_time(fn, *call_args, repeats=args.repeats)
+        first, median = stats["first"], stats["median"]
+        if flops is not None:
+            stats["flops"] = flops
+        profile_calls(args.profile and Path(args.profile) / label.replace(" ", "_"),
+                      stats["compiled"], *call_args)
+        n_frames = videos * t_len
+        tflops, mfu = utilisation(stats["flops"], median, dtype, args.peak_tflops)
+        gflop = None if stats["flops"] is None else stats["flops"] / n_frames / 1e9
+        rows.append([label, dtype, videos, n_obj, f"{h}x{w}", t_len,
+                     median / n_frames * 1e3, n_frames / median,
+                     n_frames * max(n_obj, 1) / median, gflop, tflops,
+                     None if mfu is None else f"{100 * mfu:.1f}%", first,
+                     stats["program_gib"], peak_memory_gib()])
+        print(f"  done: {label}", flush=True)
+
     for dtype in args.dtype:
         cfg = model_config(dtype, args.tiny)
-        for n_obj in args.objects:
-            masks = np.zeros((n_obj, args.height, args.width), np.float32)
-            for k in range(n_obj):
-                masks[k, 16 * k: 16 * k + args.height // 4, 16 * k: 16 * k + args.width // 4] = 1
-            objects = recurrent.ObjectTrack(first_frame=jnp.zeros(n_obj, jnp.int32),
-                                            init_seg=pool_labels(jnp.asarray(masks)))
-            seg = Segmenter(cfg, variables)
-            states = seg._first_chunk(variables, None, frames[:2], 0, objects)[0]
-            run = jax.jit(functools.partial(seg._run_chunk, first=False))
-            call_args = (variables, states, frames, 2, objects)
-            first, median, _ = time_call(run, *call_args, repeats=args.repeats)
-            flops = flops_of(run, *call_args)
-            rows.append([dtype, n_obj, f"{args.height}x{args.width}", args.frames,
-                         median / args.frames * 1e3, args.frames / median,
-                         None if flops is None else flops / median / 1e12, first,
-                         peak_memory_gib()])
-            print(f"  done: {dtype}, {n_obj} object(s)", flush=True)
-    print_table(["dtype", "objects", "size", "chunk", "ms/frame", "frames/s", "TFLOP/s",
-                 "compile+1st s", "peak GiB"], rows)
+        model = AGame(cfg)
+        encode = jax.jit(lambda v, f: (lambda x: (x.app, x.prop, x.skip8, x.skip4))(
+            model.apply(v, f[None], method=AGame.encode)))
+        if not args.no_encode:
+            measure(f"encode {dtype}", dtype, 1, 0, encode, (variables, frames))
+        for videos in args.videos:
+            for n_obj in args.objects:
+                objects = _objects(n_obj, h, w)
+                fn, call_args = chunk_program(Segmenter(cfg, variables), variables, frames,
+                                              objects, videos)
+                # The FLOPs are counted on the same program with its frame loop unrolled.
+                unrolled = chunk_program(Segmenter(cfg, variables, unroll=True), variables,
+                                         frames, objects, videos)
+                measure(f"{dtype} {videos}v {n_obj}obj", dtype, videos, n_obj, fn, call_args,
+                        flops=lowered_flops(*unrolled[:1], *unrolled[1]))
+    print_table(["work", "dtype", "videos", "objects", "size", "chunk", "ms/frame", "frames/s",
+                 "obj-frames/s", "GFLOP/frame", "TFLOP/s", "MFU", "compile+1st s",
+                 "program GiB", "process peak GiB"], rows)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@
 
 Only layer4 and the heads are differentiated, layer4's BatchNorm runs in training mode,
 the loss is fine + coarse cross-entropy. The optimiser update is not included.
+``--remat no yes`` compares the step with and without recomputing each frame's
+activations in the backward pass.
 """
 from __future__ import annotations
 
@@ -18,22 +20,24 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (add_common_args, flops_of, model_config, peak_memory_gib,  # noqa: E402
-                    print_table, setup_run, time_call)
+from common import (  # noqa: E402
+    add_common_args, compile_and_time, lowered_flops, model_config, peak_memory_gib,
+    print_table, profile_calls, setup_run, utilisation)
 
 from agame_jax import merge_params, split_params  # noqa: E402
 from agame_jax.losses import clip_loss  # noqa: E402
 from agame_jax.model.agame import AGame  # noqa: E402
 
 
-def make_step(cfg):
+def make_step(cfg, remat: bool = False, unroll: int | bool = 1):
     model = AGame(cfg)
 
     @jax.jit
     def step(trainable, frozen, stats, frames, labels):
         def loss_fn(trainable):
             v = {"params": merge_params(trainable, frozen), "batch_stats": stats}
-            losses, new_stats = clip_loss(model, v, frames, labels)
+            losses, new_stats = clip_loss(model, v, frames, labels, remat=remat,
+                                          unroll=unroll)
             return losses["loss"], new_stats
         return jax.value_and_grad(loss_fn, has_aux=True)(trainable)
     return step
@@ -43,6 +47,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser, height=240, width=432, frames=8)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--remat", nargs="+", choices=["no", "yes"], default=["no"])
     args = parser.parse_args(argv)
     variables = setup_run(args)
     rng = np.random.default_rng(0)
@@ -56,16 +61,24 @@ def main(argv=None):
     for dtype in args.dtype:
         cfg = model_config(dtype, args.tiny)
         trainable, frozen = split_params(variables["params"], cfg)
-        step = make_step(cfg)
-        call_args = (trainable, frozen, variables["batch_stats"], frames, labels)
-        first, median, out = time_call(step, *call_args, repeats=args.repeats)
-        assert np.isfinite(float(out[0][0])), "non-finite loss"
-        flops = flops_of(step, *call_args)
-        rows.append([dtype, f"{b}x{t}", f"{h}x{w}", median * 1e3, b / median,
-                     None if flops is None else flops / median / 1e12, first, peak_memory_gib()])
-        print(f"  done: {dtype}", flush=True)
-    print_table(["dtype", "clips x frames", "size", "ms/step", "snippets/s", "TFLOP/s",
-                 "compile+1st s", "peak GiB"], rows)
+        for remat in args.remat:
+            step = make_step(cfg, remat == "yes")
+            call_args = (trainable, frozen, variables["batch_stats"], frames, labels)
+            stats = compile_and_time(step, *call_args, repeats=args.repeats)
+            first, median = stats["first"], stats["median"]
+            # Model FLOPs: every frame counted (unrolled loop), recomputation not counted.
+            stats["flops"] = lowered_flops(make_step(cfg, False, True), *call_args)
+            assert np.isfinite(float(stats["out"][0][0])), "non-finite loss"
+            label = f"{dtype}_{b}x{t}_{h}x{w}_remat-{remat}"
+            profile_calls(args.profile and Path(args.profile) / label, stats["compiled"],
+                          *call_args)
+            tflops, mfu = utilisation(stats["flops"], median, dtype, args.peak_tflops)
+            rows.append([dtype, remat, f"{b}x{t}", f"{h}x{w}", median * 1e3, b / median,
+                         tflops, None if mfu is None else f"{100 * mfu:.1f}%", first,
+                         stats["program_gib"], peak_memory_gib()])
+            print(f"  done: {label}", flush=True)
+    print_table(["dtype", "remat", "clips x frames", "size", "ms/step", "snippets/s",
+                 "TFLOP/s", "MFU", "compile+1st s", "program GiB", "process peak GiB"], rows)
 
 
 if __name__ == "__main__":

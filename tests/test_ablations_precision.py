@@ -67,9 +67,9 @@ def test_no_fit_gradient_cuts_the_gradient_through_the_fit(stop):
 
     def loss(params):
         v = {**variables, "params": params}
-        state = model.apply(v, f.s16[0], f.app[0], seg, method=AGame.init_object)
-        _, _, scores = model.apply(v, state, f.s16[1], f.app[1], f.s8[1], f.s4[1],
-                                   method=AGame.predict_object)
+        at = lambda t: jax.tree_util.tree_map(lambda x: x[t], f)
+        state = model.apply(v, at(0), seg, method=AGame.init_object)
+        _, _, scores = model.apply(v, state, at(1), method=AGame.predict_object)
         return jnp.sum(jax.nn.log_softmax(scores, -1)[..., 1])
 
     g = jax.grad(loss)(variables["params"])["appearance"]["cov_reg"]

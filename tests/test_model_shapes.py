@@ -62,15 +62,16 @@ def test_module_output_shapes_full_size():
     assert feats.s8.shape == (2, 3, 8, 12, 512)
     assert feats.s16.shape == (2, 3, 4, 6, 2048)
     assert feats.app.shape == (2, 3, 4, 6, 512) and feats.app.dtype == jnp.float32
-    one = lambda x: jax.ShapeDtypeStruct(x.shape[2:], x.dtype)
+    assert feats.prop.shape == (2, 3, 4, 6, 512) and feats.prop.dtype == jnp.float32
+    assert feats.skip8.shape == (2, 3, 8, 12, 128) and feats.skip4.shape == (2, 3, 16, 24, 128)
+    one = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape[2:], x.dtype), feats)
     seg = jax.ShapeDtypeStruct((4, 6, 2), jnp.float32)
-    state = jax.eval_shape(lambda v, s16, app, y: model.apply(
-        v, s16, app, y, method=AGame.init_object), variables, one(feats.s16), one(feats.app), seg)
+    state = jax.eval_shape(lambda v, f, y: model.apply(v, f, y, method=AGame.init_object),
+                           variables, one, seg)
     assert state.mixture.mean.shape == (4, 512) and state.mixture.var.shape == (4, 512)
-    assert state.init_s16.shape == (4, 6, 2048) and state.prev_seg.shape == (4, 6, 2)
-    coarse, fine, scores = jax.eval_shape(lambda v, s, a, b, c, d: model.apply(
-        v, s, a, b, c, d, method=AGame.predict_object), variables, state, one(feats.s16),
-        one(feats.app), one(feats.s8), one(feats.s4))
+    assert state.prop_ref.shape == (4, 6, 512) and state.prev_seg.shape == (4, 6, 2)
+    coarse, fine, scores = jax.eval_shape(lambda v, s, f: model.apply(
+        v, s, f, method=AGame.predict_object), variables, state, one)
     assert coarse.shape == (4, 6, 2) and fine.shape == (64, 96, 2) and scores.shape == (4, 6, 4)
     assert fine.dtype == jnp.float32 and scores.dtype == jnp.float32
 

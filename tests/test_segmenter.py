@@ -25,10 +25,9 @@ def reference_segment(cfg, variables, frames, masks):
     pad = lambda x: np.pad(x, [(top, ph - top), (left, pw - left)] + [(0, 0)] * (x.ndim - 2),
                            mode="reflect")
     encode = jax.jit(lambda v, f: model.apply(v, f[None, None], method=AGame.encode))
-    init = jax.jit(lambda v, s16, app, y: model.apply(v, s16, app, y, method=AGame.init_object))
-    predict = jax.jit(lambda v, s, f: model.apply(v, s, f.s16, f.app, f.s8, f.s4,
-                                                  method=AGame.predict_object))
-    update = jax.jit(lambda v, s, app, y: model.apply(v, s, app, y, method=AGame.update_object))
+    init = jax.jit(lambda v, f, y: model.apply(v, f, y, method=AGame.init_object))
+    predict = jax.jit(lambda v, s, f: model.apply(v, s, f, method=AGame.predict_object))
+    update = jax.jit(lambda v, s, f, y: model.apply(v, s, f, y, method=AGame.update_object))
     order, states = [], {}
     out_probs = {}
     for t in range(t_len):
@@ -40,7 +39,7 @@ def reference_segment(cfg, variables, frames, masks):
                     continue
                 m = (label == obj).astype(np.float32)
                 y = np.stack([pool16(1 - m), pool16(m)], -1)
-                states[obj] = init(variables, feats.s16, feats.app, y)
+                states[obj] = init(variables, feats, y)
                 order.append(obj)
         if t == 0:
             continue
@@ -49,7 +48,7 @@ def reference_segment(cfg, variables, frames, masks):
         q = aggregate_reference(p, [True] * len(order))
         for k, obj in enumerate(order):
             y = np.stack([pool16(1 - q[k + 1]), pool16(q[k + 1])], -1).astype(np.float32)
-            states[obj] = update(variables, states[obj], feats.app, y)
+            states[obj] = update(variables, states[obj], feats, y)
         out_probs[t] = {obj: q[k + 1][top:top + h, left:left + w] for k, obj in enumerate(order)}
         out_probs[t][0] = q[0][top:top + h, left:left + w]
     return out_probs

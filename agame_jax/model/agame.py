@@ -24,17 +24,24 @@ STRIDE = 16
 
 @flax.struct.dataclass
 class Features:
-    """Backbone outputs (and projected appearance features) of a set of frames.
+    """Everything about a set of frames that does not depend on the objects.
 
-    Leading axes are whatever the frames had (``[B, T]`` from ``encode``):
-    ``s4 [..., H/4, W/4, C4]``, ``s8 [..., H/8, W/8, C8]``, ``s16 [..., H/16, W/16, C16]``,
-    ``app [..., H/16, W/16, D]`` float32 (``None`` without an appearance module).
+    Leading axes are whatever the frames had (``[B, T]`` from ``encode``). Backbone maps
+    ``s4 [..., H/4, W/4, C4]``, ``s8 [..., H/8, W/8, C8]``, ``s16 [..., H/16, W/16, C16]``;
+    ``app [..., H/16, W/16, D]`` float32 appearance features; ``prop [..., H/16, W/16, P]``
+    float32 mask propagation's current-frame term; ``skip8``/``skip4`` the upsampler's
+    projected skip maps ``[..., H/8|H/4, W/8|W/4, U]``. ``app``/``prop`` are ``None`` in
+    the ablations without that module. They are computed here, batched over all frames,
+    so that the per-frame recurrence only runs what depends on the objects.
     """
 
     s4: jax.Array
     s8: jax.Array
     s16: jax.Array
     app: jax.Array | None
+    prop: jax.Array | None
+    skip8: jax.Array
+    skip4: jax.Array
 
 
 @flax.struct.dataclass
@@ -42,13 +49,13 @@ class ObjectState:
     """What A-GAME remembers about one object (leading axes: objects, clips, …).
 
     ``mixture``: ``Gaussians [..., K, D]`` (``None`` without an appearance module);
-    ``init_s16 [..., h, w, C16]`` first-frame layer4 map; ``init_seg`` and ``prev_seg``
-    ``[..., h, w, 2]`` the first-frame and previous soft segmentations [bg, obj].
+    ``prop_ref [..., h, w, P]`` float32: mask propagation's first-frame term (its first
+    conv applied to the first frame's layer4 map and soft labels; ``None`` without mask
+    propagation); ``prev_seg [..., h, w, 2]`` the previous soft segmentation [bg, obj].
     """
 
     mixture: gmm.Gaussians | None
-    init_s16: jax.Array
-    init_seg: jax.Array
+    prop_ref: jax.Array | None
     prev_seg: jax.Array
 
 
@@ -65,9 +72,10 @@ class AGame(nn.Module):
     """A-GAME (Johnander et al., CVPR 2019) as a set of pure per-frame methods.
 
     ``encode(frames [B, T, H, W, 3] uint8, train) -> Features`` (H, W multiples of 16);
-    ``init_object(s16, app, seg) -> ObjectState``;
-    ``predict_object(state, s16, app, s8, s4) -> (coarse [h, w, 2], fine [H, W, 2], scores)``;
-    ``update_object(state, app, seg) -> ObjectState``.
+    ``init_object(feats_t, seg) -> ObjectState``;
+    ``predict_object(state, feats_t) -> (coarse [h, w, 2], fine [H, W, 2], scores)``;
+    ``update_object(state, feats_t, seg) -> ObjectState``;
+    where ``feats_t`` is one frame's ``Features`` (no leading axes).
     ``__call__`` runs them once on a tiny clip; it exists to create the variables.
     """
 
@@ -88,38 +96,44 @@ class AGame(nn.Module):
         h, w = frames.shape[-3:-1]
         if h % STRIDE or w % STRIDE:
             raise ValueError(f"frame size {h}x{w} is not a multiple of {STRIDE}; pad first")
+        cfg = self.config
         f = self.backbone(normalize_frames(frames), train=train)
-        app = None if self.config.no_appearance else self.appearance.project(f["s16"])
-        return Features(s4=f["s4"], s8=f["s8"], s16=f["s16"], app=app)
+        app = None if cfg.no_appearance else self.appearance.project(f["s16"])
+        prop = None if cfg.no_mask_propagation else self.mask_prop.current(f["s16"])
+        skip8, skip4 = self.upsampler.project(f["s8"], f["s4"])
+        return Features(s4=f["s4"], s8=f["s8"], s16=f["s16"], app=app, prop=prop,
+                        skip8=skip8, skip4=skip4)
 
-    def init_object(self, s16: jax.Array, app: jax.Array | None, seg: jax.Array) -> ObjectState:
-        """State of an object from its first frame: maps ``[h, w, ·]``, soft labels ``seg``."""
+    def init_object(self, feats: Features, seg: jax.Array) -> ObjectState:
+        """State of an object from its first frame: one frame's ``feats`` (maps ``[h, w, ·]``)
+        and the object's soft labels ``seg [h, w, 2]`` at stride 16."""
+        cfg = self.config
         seg = seg.astype(jnp.float32)
-        mixture = None if self.config.no_appearance else self.appearance.initial(app, seg)
-        return ObjectState(mixture=mixture, init_s16=s16, init_seg=seg, prev_seg=seg)
+        mixture = None if cfg.no_appearance else self.appearance.initial(feats.app, seg)
+        prop_ref = None if cfg.no_mask_propagation else self.mask_prop.reference(feats.s16, seg)
+        return ObjectState(mixture=mixture, prop_ref=prop_ref, prev_seg=seg)
 
-    def predict_object(self, state: ObjectState, s16: jax.Array, app: jax.Array | None,
-                       s8: jax.Array, s4: jax.Array):
-        """One object on one frame.
+    def predict_object(self, state: ObjectState, feats: Features):
+        """One object on one frame (``feats`` without leading axes).
 
         Returns ``coarse_logits [h, w, 2]``, ``fine_logits [16h, 16w, 2]`` (both float32)
         and the appearance scores ``[h, w, K]`` (``None`` without the module).
         """
         cfg = self.config
-        scores = None if cfg.no_appearance else self.appearance.score(state.mixture, app)
+        scores = None if cfg.no_appearance else self.appearance.score(state.mixture, feats.app)
         prop = None if cfg.no_mask_propagation else self.mask_prop(
-            s16, state.init_s16, state.prev_seg, state.init_seg)
+            feats.prop, state.prop_ref, state.prev_seg)
         encoding, coarse = self.fusion(scores, prop)
-        fine = self.upsampler(encoding, s8, s4)
+        fine = self.upsampler(encoding, feats.skip8, feats.skip4)
         return coarse, fine, scores
 
-    def update_object(self, state: ObjectState, app: jax.Array | None,
+    def update_object(self, state: ObjectState, feats: Features,
                       seg: jax.Array) -> ObjectState:
         """Feed back this frame's soft segmentation ``seg [h, w, 2]`` (stride 16)."""
         seg = seg.astype(jnp.float32)
         mixture = state.mixture
         if not self.config.no_appearance:
-            mixture = self.appearance.update(mixture, app, seg)
+            mixture = self.appearance.update(mixture, feats.app, seg)
         return state.replace(mixture=mixture, prev_seg=seg)
 
     def __call__(self, frames: jax.Array, first_mask: jax.Array, train: bool = False):
@@ -128,10 +142,8 @@ class AGame(nn.Module):
         Returns the fine logits of frame 1 ``[B, H, W, 2]``.
         """
         feats = self.encode(frames, train=train)
-        pick = lambda x, t: None if x is None else x[0, t]
-        seg = pool_labels(first_mask[0])
-        state = self.init_object(pick(feats.s16, 0), pick(feats.app, 0), seg)
-        coarse, fine, _ = self.predict_object(state, pick(feats.s16, 1), pick(feats.app, 1),
-                                              pick(feats.s8, 1), pick(feats.s4, 1))
-        self.update_object(state, pick(feats.app, 1), jax.nn.softmax(coarse, axis=-1))
+        pick = lambda t: jax.tree_util.tree_map(lambda x: x[0, t], feats)
+        state = self.init_object(pick(0), pool_labels(first_mask[0]))
+        coarse, fine, _ = self.predict_object(state, pick(1))
+        self.update_object(state, pick(1), jax.nn.softmax(coarse, axis=-1))
         return fine[None]

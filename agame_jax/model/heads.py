@@ -3,6 +3,10 @@
 All maps are NHWC; the modules accept any leading axes that ``nn.Conv`` accepts (one
 object's ``[h, w, C]`` map, or a batch ``[N, h, w, C]``). Names mirror the authors'
 modules so their weights map one-to-one (``agame_jax.convert``).
+
+The work that does not depend on an object (mask propagation's current-frame term, the
+upsampler's skip projections) has its own methods, so that the model can run it on all
+frames of a clip in one batch before the per-frame, per-object recurrence.
 """
 from __future__ import annotations
 
@@ -14,8 +18,8 @@ from agame_jax.config import ModelConfig
 from agame_jax.model.resize import upsample_bilinear
 
 
-def _conv(cfg: ModelConfig, features: int, kernel: int, name: str, dilation: int = 1,
-          full_precision: bool = False):
+def _conv(cfg: ModelConfig, features: int, kernel: int, name: str | None = None,
+          dilation: int = 1, full_precision: bool = False):
     pad = dilation * (kernel // 2)
     return nn.Conv(features, (kernel, kernel), kernel_dilation=(dilation, dilation),
                    padding=[(pad, pad), (pad, pad)],
@@ -24,30 +28,87 @@ def _conv(cfg: ModelConfig, features: int, kernel: int, name: str, dilation: int
                    param_dtype=cfg.params_dtype, name=name)
 
 
+class SlicedConv1x1(nn.Module):
+    """A 1×1 convolution over a channel concatenation, applied one input slice at a time.
+
+    Holds ``kernel [1, 1, C_in, C_out]`` and ``bias [C_out]`` exactly as ``nn.Conv`` would
+    (same names, shapes and initialisers), but ``part(x, start)`` multiplies ``x [..., c]``
+    with input rows ``start:start + c`` only, returning float32. By linearity
+    ``conv(concat(xs)) = Σ part(x_i) + bias``, so parts that are shared (across objects,
+    or constant over time) are computed once.
+    """
+
+    in_features: int
+    features: int
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    def setup(self):
+        self.kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                                 (1, 1, self.in_features, self.features), self.param_dtype)
+        self.bias = self.param("bias", nn.initializers.zeros, (self.features,),
+                               self.param_dtype)
+
+    def part(self, x: jax.Array, start: int) -> jax.Array:
+        """``x [..., c]`` times kernel rows ``start:start+c`` → ``[..., C_out]`` float32."""
+        w = self.kernel[0, 0, start:start + x.shape[-1]]
+        if x.shape[-1] <= 4:
+            # A few channels (the soft segmentations): elementwise, fuses with its consumer.
+            x, w = x.astype(jnp.float32), w.astype(jnp.float32)
+            return sum(x[..., i:i + 1] * w[i] for i in range(x.shape[-1]))
+        return jnp.einsum("...c,cd->...d", x.astype(self.dtype), w.astype(self.dtype),
+                          preferred_element_type=jnp.float32)
+
+    def bias_term(self) -> jax.Array:
+        return self.bias.astype(jnp.float32)
+
+
 class MaskPropagation(nn.Module):
     """RGMP-like mask propagation ("dynmod").
 
-    ``__call__(s16, init_s16, prev_seg, init_seg) -> [..., h, w, P]``: inputs are the
-    current and first-frame layer4 maps (``[..., h, w, C]``) and the previous and
-    first-frame soft segmentations (``[..., h, w, 2]``, [bg, obj]), concatenated in that
-    order; 1×1 conv, a dilation pyramid of 3×3 convs (one ReLU after the concatenation),
-    3×3 conv, each with bias and ReLU.
+    The authors' module reads the concatenation ``[s16, init_s16, prev_seg, init_seg]``
+    (current and first-frame layer4 maps, previous and first-frame soft segmentations
+    ``[bg, obj]``), then: 1×1 conv, a dilation pyramid of 3×3 convs (one ReLU after the
+    concatenation), 3×3 conv, each with bias and ReLU. Its first 1×1 conv is split by
+    linearity into three terms:
+
+    ``current(s16 [..., h, w, C]) -> [..., h, w, P]`` float32: the current frame's term,
+    shared by all objects;
+    ``reference(init_s16, init_seg) -> [..., h, w, P]`` float32: the first frame's terms
+    and the bias, constant for an object;
+    ``__call__(current, reference, prev_seg) -> [..., h, w, P]``: adds the previous
+    segmentation's term and runs the rest.
     """
 
     config: ModelConfig = ModelConfig()
 
-    @nn.compact
-    def __call__(self, s16, init_s16, prev_seg, init_seg):
+    def setup(self):
         cfg = self.config
-        dt = cfg.compute_dtype
-        x = jnp.concatenate([s16.astype(dt), init_s16.astype(dt), prev_seg.astype(dt),
-                             init_seg.astype(dt)], axis=-1)
+        c16 = cfg.feature_channels[2]
         c = cfg.mask_prop_channels
-        x = nn.relu(_conv(cfg, c, 1, "layer00")(x))
+        self.layer00 = SlicedConv1x1(2 * c16 + 4, c, dtype=cfg.compute_dtype,
+                                     param_dtype=cfg.params_dtype)
+        for i, d in enumerate(cfg.pyramid_dilations):
+            setattr(self, f"layer01_conv{i}", _conv(cfg, c, 3, dilation=d))
+        self.layer02 = _conv(cfg, c, 3)
+
+    def current(self, s16: jax.Array) -> jax.Array:
+        return self.layer00.part(s16, 0)
+
+    def reference(self, init_s16: jax.Array, init_seg: jax.Array) -> jax.Array:
+        c16 = self.config.feature_channels[2]
+        return (self.layer00.part(init_s16, c16) + self.layer00.part(init_seg, 2 * c16 + 2)
+                + self.layer00.bias_term())
+
+    def __call__(self, current: jax.Array, reference: jax.Array, prev_seg: jax.Array):
+        cfg = self.config
+        c16 = cfg.feature_channels[2]
+        x = current + reference + self.layer00.part(prev_seg, 2 * c16)
+        x = nn.relu(x).astype(cfg.compute_dtype)
         x = nn.relu(jnp.concatenate(
-            [_conv(cfg, c, 3, f"layer01_conv{i}", dilation=d)(x)
-             for i, d in enumerate(cfg.pyramid_dilations)], axis=-1))
-        return nn.relu(_conv(cfg, c, 3, "layer02")(x))
+            [getattr(self, f"layer01_conv{i}")(x) for i in range(len(cfg.pyramid_dilations))],
+            axis=-1))
+        return nn.relu(self.layer02(x))
 
 
 class Fusion(nn.Module):
@@ -81,21 +142,32 @@ class Fusion(nn.Module):
 class Upsampler(nn.Module):
     """Refines the coarse encoding with layer2 and layer1 features ("segmod").
 
-    ``__call__(encoding [..., h, w, E], s8 [..., 2h, 2w, C8], s4 [..., 4h, 4w, C4])``
-    returns fine logits ``[..., 16h, 16w, 2]`` float32 (bilinear ×4 of the stride-4
-    prediction, before the softmax).
+    ``project(s8 [..., 2h, 2w, C8], s4 [..., 4h, 4w, C4]) -> (skip8, skip4)``: the 1×1
+    projections (with ReLU) of the skip features, ``[..., ·, ·, U]``; object-independent.
+    ``__call__(encoding [..., h, w, E], skip8, skip4)`` returns fine logits
+    ``[..., 16h, 16w, 2]`` float32 (bilinear ×4 of the stride-4 prediction, before the
+    softmax).
     """
 
     config: ModelConfig = ModelConfig()
 
-    @nn.compact
-    def __call__(self, encoding, s8, s4):
+    def setup(self):
         cfg = self.config
         c = cfg.upsampler_channels
+        self.project_s8 = _conv(cfg, c, 1)
+        self.project_s4 = _conv(cfg, c, 1)
+        self.blend_s8 = _conv(cfg, c, 3)
+        self.blend_s4 = _conv(cfg, c, 3)
+        self.predictor = _conv(cfg, 2, 3)
+
+    def project(self, s8: jax.Array, s4: jax.Array) -> tuple[jax.Array, jax.Array]:
+        dt = self.config.compute_dtype
+        return (nn.relu(self.project_s8(s8.astype(dt))), nn.relu(self.project_s4(s4.astype(dt))))
+
+    def __call__(self, encoding, skip8, skip4):
         x = encoding
-        for stride, skip in (("s8", s8), ("s4", s4)):
-            proj = nn.relu(_conv(cfg, c, 1, f"project_{stride}")(skip.astype(cfg.compute_dtype)))
-            x = jnp.concatenate([proj, upsample_bilinear(x, 2).astype(proj.dtype)], axis=-1)
-            x = nn.relu(_conv(cfg, c, 3, f"blend_{stride}")(x))
-        logits = _conv(cfg, 2, 3, "predictor")(x)
+        for skip, blend in ((skip8, self.blend_s8), (skip4, self.blend_s4)):
+            x = jnp.concatenate([skip, upsample_bilinear(x, 2).astype(skip.dtype)], axis=-1)
+            x = nn.relu(blend(x))
+        logits = self.predictor(x)
         return upsample_bilinear(logits.astype(jnp.float32), 4)

@@ -51,8 +51,23 @@ def _select(mask: jax.Array, new, old):
 
 def init_states(model: AGame, variables, feats_t: Features, seg: jax.Array) -> ObjectState:
     """States of O objects from one frame: ``feats_t`` without time axis, ``seg [O, h, w, 2]``."""
-    fn = lambda s: model.apply(variables, feats_t.s16, feats_t.app, s, method=AGame.init_object)
+    fn = lambda s: model.apply(variables, feats_t, s, method=AGame.init_object)
     return jax.vmap(fn)(seg)
+
+
+def init_states_at_first_frames(model: AGame, variables, feats: Features, start_index,
+                                objects: ObjectTrack) -> ObjectState:
+    """Each object's initial state from its own first frame within a chunk.
+
+    ``feats`` holds frames ``start_index …`` on its leading time axis. Objects whose first
+    frame lies outside the chunk get a state from the nearest chunk frame, which the
+    recurrence never selects. Returns ``ObjectState`` with leading ``[O]``.
+    """
+    t_len = feats.s16.shape[0]
+    index = jnp.clip(objects.first_frame - start_index, 0, t_len - 1)
+    own = jax.tree_util.tree_map(lambda x: x[index], feats)        # [O, …] per object
+    fn = lambda f, s: model.apply(variables, f, s, method=AGame.init_object)
+    return jax.vmap(fn)(own, objects.init_seg)
 
 
 def _feedback(mode: str, coarse, fine, q):
@@ -68,7 +83,8 @@ def _feedback(mode: str, coarse, fine, q):
 
 def frame_step(model: AGame, variables, states: ObjectState, feats_t: Features, t,
                objects: ObjectTrack, *, feedback: str = "aggregated",
-               late_objects: bool = True, keep: Sequence[str] = ("probs",)):
+               late_objects: bool = True, keep: Sequence[str] = ("probs",),
+               fresh_states: ObjectState | None = None):
     """One frame for all objects: (late init), predict, aggregate, update.
 
     Args:
@@ -78,65 +94,80 @@ def frame_step(model: AGame, variables, states: ObjectState, feats_t: Features, 
       objects: ``ObjectTrack``; objects with ``first_frame <= t`` are active.
       feedback: one of ``FEEDBACK_MODES``.
       late_objects: initialise objects whose ``first_frame == t`` here. With it, frame
-        ``t == 0`` only initialises (frame 0 is given, not predicted).
+        ``t == 0`` only initialises (frame 0 is given, not predicted; its outputs are
+        zeros).
       keep: which outputs to return, from ``OUTPUT_KEYS``.
+      fresh_states: with ``late_objects``, the states to start objects from where
+        ``first_frame == t`` (``init_states_at_first_frames`` computes them for a whole
+        chunk at once); ``None`` initialises all objects from this frame.
 
     Returns:
       ``(states, outputs)``; ``outputs["probs"] [O+1, H, W]`` aggregated probabilities,
       ``coarse_logits [O, h, w, 2]``, ``fine_logits [O, H, W, 2]``, ``app_scores
       [O, h, w, K]``. Inactive objects have zero probability and an unchanged state.
     """
+    # Late objects and frame 0 are handled with selects, not ``lax.cond``: a conditional
+    # inside the frame loop makes the GPU runtime copy its predicate to the host and wait,
+    # every frame, which left the device idle between frames.
     if late_objects:
-        new = objects.first_frame == t
-        states = jax.lax.cond(
-            jnp.any(new),
-            lambda s: _select(new, init_states(model, variables, feats_t, objects.init_seg), s),
-            lambda s: s, states)
+        if fresh_states is None:
+            fresh_states = init_states(model, variables, feats_t, objects.init_seg)
+        states = _select(objects.first_frame == t, fresh_states, states)
     active = objects.first_frame <= t
-
-    def predict_and_update(states):
-        predict = lambda s: model.apply(variables, s, feats_t.s16, feats_t.app, feats_t.s8,
-                                        feats_t.s4, method=AGame.predict_object)
-        coarse, fine, scores = jax.vmap(predict)(states)
-        q = aggregate(jax.nn.softmax(fine, axis=-1)[..., 1], active, model.config.prob_clamp)
-        seg = _feedback(feedback, coarse, fine, q)
-        update = lambda s, y: model.apply(variables, s, feats_t.app, y,
-                                          method=AGame.update_object)
-        states = _select(active, jax.vmap(update)(states, seg), states)
-        outputs = {"probs": q, "coarse_logits": coarse, "fine_logits": fine,
-                   "app_scores": scores}
-        return states, {k: outputs[k] for k in keep}
-
+    predict = lambda s: model.apply(variables, s, feats_t, method=AGame.predict_object)
+    coarse, fine, scores = jax.vmap(predict)(states)
+    q = aggregate(jax.nn.softmax(fine, axis=-1)[..., 1], active, model.config.prob_clamp)
+    seg = _feedback(feedback, coarse, fine, q)
+    update = lambda s, y: model.apply(variables, s, feats_t, y, method=AGame.update_object)
+    updated = _select(active, jax.vmap(update)(states, seg), states)
+    outputs = {"probs": q, "coarse_logits": coarse, "fine_logits": fine, "app_scores": scores}
+    outputs = {k: outputs[k] for k in keep}
     if not late_objects:
-        return predict_and_update(states)
-    skipped = lambda s: (s, jax.tree_util.tree_map(
-        lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(predict_and_update, s)[1]))
-    return jax.lax.cond(t > 0, predict_and_update, skipped, states)
+        return updated, outputs
+    predicted = t > 0
+    updated = jax.tree_util.tree_map(lambda a, b: jnp.where(predicted, a, b), updated, states)
+    outputs = jax.tree_util.tree_map(lambda a: jnp.where(predicted, a, jnp.zeros_like(a)),
+                                     outputs)
+    return updated, outputs
 
 
 def scan_frames(model: AGame, variables, states: ObjectState, feats: Features, start_index,
-                objects: ObjectTrack, *, remat: bool = False, **step_kwargs):
+                objects: ObjectTrack, *, remat: bool = False, late_objects: bool = True,
+                unroll: int | bool = 1, **step_kwargs):
     """``frame_step`` over the leading time axis of ``feats`` (``[T, …]`` maps).
 
     Frame i of ``feats`` is video frame ``start_index + i``. Returns the final states
     and the outputs stacked on a leading ``[T]`` axis. ``remat`` recomputes each
     frame's activations in the backward pass instead of storing them (``jax.checkpoint``
     over the step): less memory for long clips at large resolution, one more forward.
+    With ``late_objects``, objects starting inside the chunk are initialised from their
+    first frames before the loop, in one batch. ``unroll``: frames per iteration of the
+    compiled loop (``jax.lax.scan``); ``True`` unrolls it completely (long compiles; what
+    XLA's cost analysis needs to count every frame, as it counts a loop body once).
     """
+    fresh = (init_states_at_first_frames(model, variables, feats, start_index, objects)
+             if late_objects else None)
+
     def body(carry, inputs):
         feats_t, t = inputs
-        return frame_step(model, variables, carry, feats_t, t, objects, **step_kwargs)
+        return frame_step(model, variables, carry, feats_t, t, objects,
+                          late_objects=late_objects, fresh_states=fresh, **step_kwargs)
 
     if remat:
         body = jax.checkpoint(body)
 
     t_len = feats.s16.shape[0]
-    return jax.lax.scan(body, states, (feats, start_index + jnp.arange(t_len)))
+    # The step reads only the object-independent terms; the raw backbone maps stay out
+    # of the loop (and out of what the backward pass keeps per frame).
+    per_frame = feats.replace(s4=None, s8=None, s16=None)
+    return jax.lax.scan(body, states, (per_frame, start_index + jnp.arange(t_len)),
+                        unroll=unroll)
 
 
 def forward_clips(model: AGame, variables, frames: jax.Array, first_masks: jax.Array, *,
                   train: bool = False, feedback: str = "coarse",
-                  keep: Sequence[str] = ("coarse_logits", "fine_logits"), remat: bool = False):
+                  keep: Sequence[str] = ("coarse_logits", "fine_logits"), remat: bool = False,
+                  unroll: int | bool = 1):
     """Training-style forward over clips whose objects are all given at frame 0.
 
     Args:
@@ -145,7 +176,7 @@ def forward_clips(model: AGame, variables, frames: jax.Array, first_masks: jax.A
       train: layer4 BatchNorm uses per-frame batch statistics and the returned
         ``batch_stats`` hold the running statistics updated once per frame.
       feedback: see the module docstring (``"coarse"`` for training).
-      remat: see ``scan_frames``.
+      remat, unroll: see ``scan_frames``.
 
     Returns:
       ``(outputs, batch_stats)``: outputs stacked as ``[B, T−1, …]`` for frames 1..T−1
@@ -168,7 +199,7 @@ def forward_clips(model: AGame, variables, frames: jax.Array, first_masks: jax.A
         later = jax.tree_util.tree_map(lambda x: x[1:], clip_feats)
         _, outputs = scan_frames(model, variables, states, later, 1, clip_objects,
                                  feedback=feedback, late_objects=False, keep=keep,
-                                 remat=remat)
+                                 remat=remat, unroll=unroll)
         return outputs
 
     per_clip_objects = ObjectTrack(
