@@ -28,36 +28,52 @@ def _conv(cfg: ModelConfig, features: int, kernel: int, name: str | None = None,
                    param_dtype=cfg.params_dtype, name=name)
 
 
-class SlicedConv1x1(nn.Module):
-    """A 1×1 convolution over a channel concatenation, applied one input slice at a time.
+class SlicedConv(nn.Module):
+    """A convolution over a channel concatenation, applied one input slice at a time.
 
-    Holds ``kernel [1, 1, C_in, C_out]`` and ``bias [C_out]`` exactly as ``nn.Conv`` would
-    (same names, shapes and initialisers), but ``part(x, start)`` multiplies ``x [..., c]``
-    with input rows ``start:start + c`` only, returning float32. By linearity
-    ``conv(concat(xs)) = Σ part(x_i) + bias``, so parts that are shared (across objects,
-    or constant over time) are computed once.
+    Holds ``kernel [k, k, C_in, C_out]`` and ``bias [C_out]`` exactly as ``nn.Conv`` would
+    (same names, shapes and initialisers; "same" padding), but ``part(x, start)``
+    convolves ``x [..., h, w, c]`` with input channels ``start:start + c`` of the kernel
+    only, returning float32. By linearity ``conv(concat(xs)) = Σ part(x_i) + bias``, so
+    parts that are shared (across objects, or constant over time) are computed once, and
+    each part can run at its own precision.
     """
 
     in_features: int
     features: int
+    kernel_size: int = 1
     dtype: jnp.dtype = jnp.float32
     param_dtype: jnp.dtype = jnp.float32
 
     def setup(self):
+        k = self.kernel_size
         self.kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                                 (1, 1, self.in_features, self.features), self.param_dtype)
+                                 (k, k, self.in_features, self.features), self.param_dtype)
         self.bias = self.param("bias", nn.initializers.zeros, (self.features,),
                                self.param_dtype)
 
-    def part(self, x: jax.Array, start: int) -> jax.Array:
-        """``x [..., c]`` times kernel rows ``start:start+c`` → ``[..., C_out]`` float32."""
-        w = self.kernel[0, 0, start:start + x.shape[-1]]
-        if x.shape[-1] <= 4:
+    def part(self, x: jax.Array, start: int, exact: bool = False) -> jax.Array:
+        """``x [..., h, w, c]`` with kernel input channels ``start:start+c`` →
+        ``[..., h, w, C_out]`` float32. ``exact``: float32 at full precision (otherwise
+        the module's ``dtype``)."""
+        w = self.kernel[:, :, start:start + x.shape[-1]]
+        if self.kernel_size == 1 and x.shape[-1] <= 4:
             # A few channels (the soft segmentations): elementwise, fuses with its consumer.
-            x, w = x.astype(jnp.float32), w.astype(jnp.float32)
+            x, w = x.astype(jnp.float32), w[0, 0].astype(jnp.float32)
             return sum(x[..., i:i + 1] * w[i] for i in range(x.shape[-1]))
-        return jnp.einsum("...c,cd->...d", x.astype(self.dtype), w.astype(self.dtype),
-                          preferred_element_type=jnp.float32)
+        dtype = jnp.float32 if exact else self.dtype
+        precision = jax.lax.Precision.HIGHEST if exact else None
+        if self.kernel_size == 1:
+            # Matrix products may return float32 from bfloat16 operands.
+            return jnp.einsum("...c,cd->...d", x.astype(dtype), w[0, 0].astype(dtype),
+                              precision=precision, preferred_element_type=jnp.float32)
+        lead = x.shape[:-3]
+        pad = self.kernel_size // 2
+        y = jax.lax.conv_general_dilated(
+            x.astype(dtype).reshape((-1,) + x.shape[-3:]), w.astype(dtype), (1, 1),
+            [(pad, pad), (pad, pad)], dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            precision=precision)
+        return y.reshape(lead + y.shape[1:]).astype(jnp.float32)
 
     def bias_term(self) -> jax.Array:
         return self.bias.astype(jnp.float32)
@@ -86,8 +102,8 @@ class MaskPropagation(nn.Module):
         cfg = self.config
         c16 = cfg.feature_channels[2]
         c = cfg.mask_prop_channels
-        self.layer00 = SlicedConv1x1(2 * c16 + 4, c, dtype=cfg.compute_dtype,
-                                     param_dtype=cfg.params_dtype)
+        self.layer00 = SlicedConv(2 * c16 + 4, c, dtype=cfg.compute_dtype,
+                                  param_dtype=cfg.params_dtype)
         for i, d in enumerate(cfg.pyramid_dilations):
             setattr(self, f"layer01_conv{i}", _conv(cfg, c, 3, dilation=d))
         self.layer02 = _conv(cfg, c, 3)
@@ -121,21 +137,33 @@ class Fusion(nn.Module):
 
     config: ModelConfig = ModelConfig()
 
-    @nn.compact
+    def setup(self):
+        cfg = self.config
+        c1, c2 = cfg.fusion_channels
+        k = 0 if cfg.no_appearance else cfg.num_components
+        p = 0 if cfg.no_mask_propagation else cfg.mask_prop_channels
+        self.layer00 = SlicedConv(k + p, c1, 3, dtype=cfg.compute_dtype,
+                                  param_dtype=cfg.params_dtype)
+        self.layer01 = _conv(cfg, c2, 3)
+        self.predictor = _conv(cfg, 2, cfg.coarse_kernel)
+
     def __call__(self, app_scores, mask_prop):
         cfg = self.config
-        # The raw appearance scores are log-likelihoods of magnitude ~10²–10³ whose
+        # The first conv reads its concatenated input [scores, mask_prop] one part at a
+        # time. The raw appearance scores are log-likelihoods of magnitude ~10²–10³ whose
         # differences carry the signal: in bfloat16 (8-bit mantissa) they would be rounded
-        # to whole units. The first fusion conv therefore reads them in float32.
-        exact = app_scores is not None
-        dt = jnp.float32 if exact else cfg.compute_dtype
-        x = jnp.concatenate([v.astype(dt) for v in (app_scores, mask_prop) if v is not None],
-                            axis=-1)
-        c1, c2 = cfg.fusion_channels
-        x = nn.relu(_conv(cfg, c1, 3, "layer00", full_precision=exact)(x)).astype(
-            cfg.compute_dtype)
-        x = nn.relu(_conv(cfg, c2, 3, "layer01")(x))
-        coarse = _conv(cfg, 2, cfg.coarse_kernel, "predictor")(x)
+        # to whole units, so their part runs in float32 (K channels: cheap). Mask
+        # propagation's output is already in the compute dtype; its part (the bulk of the
+        # work) runs there too, on tensor cores.
+        x = self.layer00.bias_term()
+        if app_scores is not None:
+            x = x + self.layer00.part(app_scores, 0, exact=True)
+        if mask_prop is not None:
+            start = 0 if app_scores is None else app_scores.shape[-1]
+            x = x + self.layer00.part(mask_prop, start)
+        x = nn.relu(x).astype(cfg.compute_dtype)
+        x = nn.relu(self.layer01(x))
+        coarse = self.predictor(x)
         return x, coarse.astype(jnp.float32)
 
 
