@@ -1,6 +1,7 @@
 """Shared helpers of the benchmark scripts: configs, timing, FLOPs, memory, tables."""
 from __future__ import annotations
 
+import math
 import statistics
 import time
 
@@ -49,27 +50,49 @@ def compile_and_time(jitted, *args, repeats: int = 5) -> dict:
             "compiled": compiled, **analyse(compiled)}
 
 
-def lowered_flops(jitted, *args) -> float | None:
-    """FLOPs of ``jitted(*args)`` from XLA's cost analysis of the lowered (not compiled)
-    program. XLA counts a loop body once, whatever its trip count, so pass a program whose
-    frame loop is unrolled (``unroll=True``) to count every frame."""
-    try:
-        cost = jitted.lower(*args).cost_analysis()
-        if isinstance(cost, (list, tuple)):
-            cost = cost[0]
-        return float(cost.get("flops", 0.0)) or None
-    except Exception:                                  # best effort: a table, not a test
-        return None
+def matmul_flops(fn, *args) -> float:
+    """FLOPs of the convolutions and matrix products of ``fn(*args)`` (2 per multiply-add),
+    counted on its jaxpr, so the count is the same on every device.
+
+    XLA's own cost analysis is no use for utilisation here: it counts a loop body once
+    whatever its trip count, and on GPUs the convolutions become cuDNN calls it counts as
+    zero. Loop bodies (``scan``) count ``length`` times; the branches of a ``cond`` count
+    as the most expensive one; elementwise work is not counted (the usual convention for
+    model FLOP utilisation)."""
+    closed = jax.make_jaxpr(fn)(*args)
+    return _jaxpr_flops(closed.jaxpr)
 
 
-def compiled_stats(jitted, *args) -> dict:
-    """``analyse`` of ``jitted`` compiled for ``args``, without running it."""
-    return analyse(jitted.lower(*args).compile())
+def _jaxpr_flops(jaxpr) -> float:
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name == "conv_general_dilated":
+            rhs = eqn.invars[1].aval.shape
+            out = eqn.outvars[0].aval.shape
+            out_feature_dim = eqn.params["dimension_numbers"].rhs_spec[0]
+            macs_per_output = math.prod(rhs) / rhs[out_feature_dim]
+            total += 2.0 * math.prod(out) * macs_per_output
+        elif name == "dot_general":
+            (lhs_contract, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            total += 2.0 * math.prod(eqn.outvars[0].aval.shape) * math.prod(
+                lhs[d] for d in lhs_contract)
+        elif name == "cond":
+            total += max(_jaxpr_flops(b.jaxpr) for b in eqn.params["branches"])
+        else:
+            repeat = eqn.params.get("length", 1) if name == "scan" else 1
+            for value in eqn.params.values():
+                for sub in (value if isinstance(value, (tuple, list)) else (value,)):
+                    inner = getattr(sub, "jaxpr", sub)
+                    if hasattr(inner, "eqns"):
+                        total += repeat * _jaxpr_flops(inner)
+    return total
 
 
 def analyse(compiled) -> dict:
     """``flops``: XLA's cost analysis of a compiled program (None where the backend gives
-    none; a loop body counts once, see ``lowered_flops``); ``program_gib``: arguments + outputs + temporaries from its memory analysis,
+    none; a loop body counts once, see ``matmul_flops``); ``program_gib``: arguments + outputs + temporaries from its memory analysis,
     i.e. what the program itself needs (unlike the process-wide ``peak_memory_gib``,
     which also sees autotuning and other programs)."""
     result = {"flops": None, "program_gib": None}

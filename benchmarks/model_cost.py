@@ -3,8 +3,9 @@
     python benchmarks/model_cost.py                       # full size at 480×864 (CPU is fine)
     python benchmarks/model_cost.py --tiny --height 64 --width 96
 
-Nothing runs: XLA's cost analysis counts the FLOPs of the programs lowered for these
-shapes (a multiply-add is 2; the frame loop unrolled, since XLA counts a loop body once). "encode" is the object-independent work of a
+Nothing runs: the convolutions and matrix products of the programs traced for these
+shapes are counted (``common.matmul_flops``: a multiply-add is 2, loop bodies count once
+per frame). "encode" is the object-independent work of a
 frame (backbone, appearance projection, mask propagation's current-frame term, skip
 projections); "per object" is the difference between the chunk programs for 2 and 1
 objects, divided by the frames (heads, mixture fit and update, aggregation).
@@ -22,11 +23,12 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import compiled_stats, lowered_flops, model_config, print_table  # noqa: E402
+from common import matmul_flops, model_config, print_table  # noqa: E402
 
 from agame_jax import Segmenter  # noqa: E402
 from agame_jax.model import recurrent  # noqa: E402
 from agame_jax.model.agame import AGame  # noqa: E402
+from agame_jax.model.backbone import normalize_frames  # noqa: E402
 
 
 def main(argv=None):
@@ -35,6 +37,8 @@ def main(argv=None):
     parser.add_argument("--width", type=int, default=864)
     parser.add_argument("--frames", type=int, default=4)
     parser.add_argument("--tiny", action="store_true")
+    parser.add_argument("--no-training", action="store_true",
+                        help="skip the FLOPs of the stage-1 and stage-2 training steps")
     args = parser.parse_args(argv)
     cfg = model_config("float32", args.tiny)
     model = AGame(cfg)
@@ -51,10 +55,11 @@ def main(argv=None):
     rows.append(["params: all", count(params)])
 
     encode = jax.jit(lambda v, f: model.apply(v, f[None], method=AGame.encode))
-    backbone = jax.jit(lambda v, f: model.apply(v, f[None], method=AGame.encode).s16)
-    enc = compiled_stats(encode, variables, frames)["flops"]
-    bb = compiled_stats(backbone, variables, frames)["flops"]
-    seg = Segmenter(cfg, None, unroll=True)
+    backbone = jax.jit(lambda v, f: model.apply(
+        v, normalize_frames(f[None]), method=lambda m, x: m.backbone(x)))
+    enc = matmul_flops(encode, variables, frames)
+    bb = matmul_flops(backbone, variables, frames)
+    seg = Segmenter(cfg, None)
     chunk = jax.jit(functools.partial(seg._run_chunk, first=False))
     per_count = {}
     for n_obj in (1, 2):
@@ -66,14 +71,32 @@ def main(argv=None):
         states = jax.eval_shape(lambda v, f, o: recurrent.init_states(
             model, v, jax.tree_util.tree_map(lambda x: x[0, 0], f), o.init_seg),
             variables, feats, objects)
-        per_count[n_obj] = lowered_flops(chunk, variables, states, frames, 2, objects)
-    g = lambda f: None if f is None else f / t_len / 1e9
-    per_object = None if None in per_count.values() else per_count[2] - per_count[1]
+        per_count[n_obj] = matmul_flops(chunk, variables, states, frames, 2, objects)
+    g = lambda f: f / t_len / 1e9
+    per_object = per_count[2] - per_count[1]
     rows += [[f"GFLOP/frame: backbone (to layer4) at {h}x{w}", g(bb)],
              ["GFLOP/frame: encode (backbone + object-independent head terms)", g(enc)],
              ["GFLOP/frame: 1 object, whole step", g(per_count[1])],
              ["GFLOP/frame: each further object", g(per_object)]]
+    if not args.no_training:
+        rows += training_rows(cfg, variables)
     print_table(["quantity", "value"], rows)
+
+
+def training_rows(cfg, variables) -> list[list]:
+    """FLOPs of the benchmarked training steps (forward + backward, no recomputation)."""
+    from agame_jax import split_params
+    from train_step import make_step
+    trainable, frozen = split_params(variables["params"], cfg)
+    rows = []
+    for name, (b, t, h, w) in (("stage 1 (4x8 frames, 240x432)", (4, 8, 240, 432)),
+                               ("stage 2 (2x14 frames, 480x864)", (2, 14, 480, 864))):
+        frames = jax.ShapeDtypeStruct((b, t, h, w, 3), jnp.uint8)
+        labels = jax.ShapeDtypeStruct((b, t, h, w), jnp.uint8)
+        flops = matmul_flops(make_step(cfg), trainable, frozen, variables["batch_stats"],
+                             frames, labels)
+        rows.append([f"GFLOP/training step: {name}", flops / 1e9])
+    return rows
 
 
 if __name__ == "__main__":

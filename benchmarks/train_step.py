@@ -21,7 +21,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    add_common_args, compile_and_time, lowered_flops, model_config, peak_memory_gib,
+    add_common_args, compile_and_time, matmul_flops, model_config, peak_memory_gib,
     print_table, profile_calls, setup_run, utilisation)
 
 from agame_jax import merge_params, split_params  # noqa: E402
@@ -29,15 +29,14 @@ from agame_jax.losses import clip_loss  # noqa: E402
 from agame_jax.model.agame import AGame  # noqa: E402
 
 
-def make_step(cfg, remat: bool = False, unroll: int | bool = 1):
+def make_step(cfg, remat: bool = False):
     model = AGame(cfg)
 
     @jax.jit
     def step(trainable, frozen, stats, frames, labels):
         def loss_fn(trainable):
             v = {"params": merge_params(trainable, frozen), "batch_stats": stats}
-            losses, new_stats = clip_loss(model, v, frames, labels, remat=remat,
-                                          unroll=unroll)
+            losses, new_stats = clip_loss(model, v, frames, labels, remat=remat)
             return losses["loss"], new_stats
         return jax.value_and_grad(loss_fn, has_aux=True)(trainable)
     return step
@@ -58,6 +57,8 @@ def main(argv=None):
         labels[:, i, h // 4 + 2 * i: h // 2 + 2 * i, w // 4: w // 2] = 1
     labels = jnp.asarray(labels)
     rows = []
+    header = ["dtype", "remat", "clips x frames", "size", "ms/step", "snippets/s", "TFLOP/s",
+              "MFU", "compile+1st s", "program GiB", "process peak GiB"]
     for dtype in args.dtype:
         cfg = model_config(dtype, args.tiny)
         trainable, frozen = split_params(variables["params"], cfg)
@@ -66,8 +67,8 @@ def main(argv=None):
             call_args = (trainable, frozen, variables["batch_stats"], frames, labels)
             stats = compile_and_time(step, *call_args, repeats=args.repeats)
             first, median = stats["first"], stats["median"]
-            # Model FLOPs: every frame counted (unrolled loop), recomputation not counted.
-            stats["flops"] = lowered_flops(make_step(cfg, False, True), *call_args)
+            # Model FLOPs: recomputation (remat) not counted.
+            stats["flops"] = matmul_flops(make_step(cfg, False), *call_args)
             assert np.isfinite(float(stats["out"][0][0])), "non-finite loss"
             label = f"{dtype}_{b}x{t}_{h}x{w}_remat-{remat}"
             profile_calls(args.profile and Path(args.profile) / label, stats["compiled"],
@@ -76,9 +77,10 @@ def main(argv=None):
             rows.append([dtype, remat, f"{b}x{t}", f"{h}x{w}", median * 1e3, b / median,
                          tflops, None if mfu is None else f"{100 * mfu:.1f}%", first,
                          stats["program_gib"], peak_memory_gib()])
-            print(f"  done: {label}", flush=True)
-    print_table(["dtype", "remat", "clips x frames", "size", "ms/step", "snippets/s",
-                 "TFLOP/s", "MFU", "compile+1st s", "program GiB", "process peak GiB"], rows)
+            print_table(header, rows[-1:])        # each row as soon as it is measured
+            sys.stdout.flush()
+    print("\nall rows:")
+    print_table(header, rows)
 
 
 if __name__ == "__main__":

@@ -33,3 +33,43 @@ def test_data_pipeline_benchmark_prints_table(capsys):
                                  "data.hflip=false"])
     out = capsys.readouterr().out
     assert "clips/s" in out and "4x32x32" in out
+
+
+def test_matmul_flops_counts_loops_per_iteration_and_matches_xla_without_loops():
+    import jax
+    import jax.numpy as jnp
+    common = _load("common")
+    x = jnp.ones((2, 16, 16, 8))
+    k = jnp.ones((3, 3, 8, 4))
+    conv = lambda x, k: jax.lax.conv_general_dilated(
+        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    assert common.matmul_flops(conv, x, k) == 2 * 2 * 16 * 16 * 4 * (3 * 3 * 8)
+    # XLA skips the taps that fall on the zero padding; on a larger map that is ~2%.
+    big = jnp.ones((2, 64, 64, 8))
+    xla = jax.jit(conv).lower(big, k).compile().cost_analysis()
+    xla = xla[0] if isinstance(xla, (list, tuple)) else xla
+    assert abs(common.matmul_flops(conv, big, k) - xla["flops"]) / xla["flops"] < 0.05
+    a = jnp.ones((32, 32))
+    looped = lambda a: jax.lax.scan(lambda c, _: (c @ a, None), a, None, length=5)[0]
+    assert common.matmul_flops(jax.jit(looped), a) == 5 * 2 * 32 ** 3
+    grouped = lambda x, k: jax.lax.conv_general_dilated(
+        x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=2)
+    assert common.matmul_flops(grouped, x, jnp.ones((3, 3, 4, 4))) == 2 * 2 * 16 * 16 * 4 * 36
+
+
+def test_model_cost_prints_counts(capsys):
+    _load("model_cost").main(["--tiny", "--height", "32", "--width", "48", "--frames", "2",
+                              "--no-training"])
+    out = capsys.readouterr().out
+    assert "params: all" in out and "each further object" in out
+
+
+def test_precision_agreement_on_a_checkpoint(tmp_path, tiny_model, capsys):
+    from agame_jax.checkpoint import save_variables
+    cfg, variables = tiny_model
+    save_variables(tmp_path / "ckpt", variables, cfg)
+    _load("precision_agreement").main(["--checkpoint", str(tmp_path / "ckpt"), "--videos", "1",
+                                       "--frames", "3", "--size", "32"])
+    out = capsys.readouterr().out
+    assert "bfloat16: mean IoU over clips" in out and "float32 default precision" in out

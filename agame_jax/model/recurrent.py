@@ -142,8 +142,8 @@ def scan_frames(model: AGame, variables, states: ObjectState, feats: Features, s
     over the step): less memory for long clips at large resolution, one more forward.
     With ``late_objects``, objects starting inside the chunk are initialised from their
     first frames before the loop, in one batch. ``unroll``: frames per iteration of the
-    compiled loop (``jax.lax.scan``); ``True`` unrolls it completely (long compiles; what
-    XLA's cost analysis needs to count every frame, as it counts a loop body once).
+    compiled loop (``jax.lax.scan``'s ``unroll``; ``True`` unrolls it completely, at the
+    price of long compiles).
     """
     fresh = (init_states_at_first_frames(model, variables, feats, start_index, objects)
              if late_objects else None)
