@@ -17,19 +17,6 @@ def model_config(dtype: str, tiny: bool) -> ModelConfig:
     return ModelConfig(dtype=dtype, **(TINY if tiny else {}))
 
 
-def time_call(fn, *args, repeats: int = 5):
-    """``(first_call_seconds, median_seconds_of_later_calls, last_result)``."""
-    t0 = time.perf_counter()
-    out = jax.block_until_ready(fn(*args))
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t0)
-    return first, statistics.median(times), out
-
-
 def compile_and_time(jitted, *args, repeats: int = 5) -> dict:
     """Compile ``jitted`` for ``args`` once (ahead of time) and time the compiled program.
 

@@ -3,12 +3,7 @@
 # sample clips at 480x854, reporting timing.json (frames/s without compile or disk I/O),
 # then the exact-resume training test on the GPU.
 # Usage: AGAME_SHARED=/path/to/shared bash benchmarks/gpu_eval_check.sh [OUT_DIR]
-set -uo pipefail
-cd "$(dirname "$0")/.."
-out=${1:-${OUT:-/tmp/agame_gpu}}
-mkdir -p "$out"
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-run() { echo "=== $*"; local t0=$SECONDS; "$@"; echo "=== exit $? after $((SECONDS - t0)) s"; }
+source "$(dirname "$0")/gpu_env.sh"
 {
   nvidia-smi --query-gpu=name,memory.total --format=csv
   python3 -c "

@@ -4,15 +4,10 @@
 # the stage-1 and stage-2 training steps, each with FLOP utilisation and memory, plus a
 # jax.profiler trace of every timed program summarised per kernel.
 # Usage: bash benchmarks/gpu_perf.sh [OUT_DIR]      (about 6 minutes on an H100)
-set -uo pipefail
-cd "$(dirname "$0")/.."
-out=${1:-${OUT:-/tmp/agame_perf}}
-mkdir -p "$out"
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-run() { echo "=== $*"; local t0=$SECONDS; "$@"; echo "=== exit $? after $((SECONDS - t0)) s"; }
+source "$(dirname "$0")/gpu_env.sh"
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  git log -1 --format='commit %H %cd' 2>/dev/null || cat COMMIT 2>/dev/null
+  git log -1 --format='commit %H %cd' 2>/dev/null
   run python3 benchmarks/inference.py --objects 1 2 5 --dtype bfloat16 --profile "$out/prof_inference"
   run python3 benchmarks/train_step.py --dtype bfloat16 --profile "$out/prof_stage1"
   run python3 benchmarks/train_step.py --dtype bfloat16 --batch 2 --frames 14 --height 480 \

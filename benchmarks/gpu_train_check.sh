@@ -4,14 +4,9 @@
 # bfloat16) on synthetic videos with validation, checkpoints and the best export, then a
 # few steps of stage 2 (2x14 frames at 480x864) started from it.
 # Usage: bash benchmarks/gpu_train_check.sh [OUT_DIR] [STAGE1_STEPS]
-set -uo pipefail
-cd "$(dirname "$0")/.."
-out=${1:-${OUT:-/tmp/agame_gpu}}
+source "$(dirname "$0")/gpu_env.sh"
 steps=${2:-200}
-mkdir -p "$out"
-export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 workers=$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))
-run() { echo "=== $*"; local t0=$SECONDS; "$@"; echo "=== exit $? after $((SECONDS - t0)) s"; }
 synthetic=(--config.data.sources=synthetic --config.data.worker_processes=$workers
            --config.validation.source=synthetic --config.validation.num_videos=4)
 {
