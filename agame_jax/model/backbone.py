@@ -27,55 +27,97 @@ def normalize_frames(frames: jax.Array) -> jax.Array:
 class FrameBatchNorm(nn.Module):
     """BatchNorm whose training statistics are taken per frame over the clips.
 
-    Inputs are ``[B·T, h, w, C]`` with ``clip_shape = (B, T)``. In training (``use_batch_stats``) each frame t is
-    normalised with the mean and (biased) variance over ``B·h·w``, and the running
-    statistics are updated once per frame in order t = 0..T−1 with the unbiased
-    variance, exactly as T separate torch BatchNorm calls on ``[B, C, h, w]`` would.
-    Otherwise the running statistics are used. The arithmetic runs in float32.
+    Inputs are ``[B·T, h, w, C]`` with ``clip_shape = (B, T)``. In training
+    (``use_batch_stats``) each frame t is normalised with the mean and (biased) variance
+    over ``B·h·w``, and the running statistics are updated once per frame in order
+    t = 0..T−1 with the unbiased variance, exactly as T separate torch BatchNorm calls on
+    ``[B, C, h, w]`` would. Otherwise the running statistics are used. The arithmetic runs
+    in float32. ``affine()`` gives the inference-mode normalisation as a per-channel
+    ``(multiplier, shift)``, so that it can be folded into the preceding convolution.
     """
 
+    features: int
     momentum: float = 0.1
     epsilon: float = 1e-5
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
-    @nn.compact
+    def setup(self):
+        c = self.features
+        self.scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
+        self.bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
+        self.ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+        self.ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+
+    def affine(self) -> tuple[jax.Array, jax.Array]:
+        """Inference mode as ``y = x · multiplier + shift`` (float32 ``[C]`` each)."""
+        mul = jax.lax.rsqrt(self.ra_var.value + self.epsilon) * self.scale.astype(jnp.float32)
+        return mul, self.bias.astype(jnp.float32) - self.ra_mean.value * mul
+
     def __call__(self, x: jax.Array, clip_shape: tuple[int, int] | None = None,
                  use_batch_stats: bool = False) -> jax.Array:
-        c = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
-        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
-        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+        if not use_batch_stats:
+            mul, shift = self.affine()
+            return (x.astype(jnp.float32) * mul + shift).astype(self.dtype)
         x32 = x.astype(jnp.float32)
-        if use_batch_stats:
-            b, t = clip_shape if clip_shape is not None else (x.shape[0], 1)
-            x32 = x32.reshape(b, t, *x.shape[1:])
-            axes = (0, 2, 3)
-            mean = jnp.mean(x32, axis=axes)                                  # [T, C]
-            var = jnp.mean(jnp.square(x32 - mean[None, :, None, None]), axis=axes)
-            if not self.is_initializing() and self.is_mutable_collection("batch_stats"):
-                n = b * x.shape[1] * x.shape[2]
-                unbiased = var * (n / max(n - 1, 1))
-                m = self.momentum
-                # T sequential updates r ← (1−m) r + m s_t, written in closed form.
-                decay = (1.0 - m) ** jnp.arange(t - 1, -1, -1, dtype=jnp.float32)  # [T]
-                keep = (1.0 - m) ** t
-                ra_mean.value = keep * ra_mean.value + m * jnp.einsum(
-                    "t,tc->c", decay, jax.lax.stop_gradient(mean))
-                ra_var.value = keep * ra_var.value + m * jnp.einsum(
-                    "t,tc->c", decay, jax.lax.stop_gradient(unbiased))
-            mean = mean[None, :, None, None]
-            var = var[None, :, None, None]
-        else:
-            mean, var = ra_mean.value, ra_var.value
-        inv = jax.lax.rsqrt(var + self.epsilon) * scale.astype(jnp.float32)
-        y = (x32 - mean) * inv + bias.astype(jnp.float32)
+        b, t = clip_shape if clip_shape is not None else (x.shape[0], 1)
+        x32 = x32.reshape(b, t, *x.shape[1:])
+        axes = (0, 2, 3)
+        mean = jnp.mean(x32, axis=axes)                                      # [T, C]
+        var = jnp.mean(jnp.square(x32 - mean[None, :, None, None]), axis=axes)
+        if not self.is_initializing() and self.is_mutable_collection("batch_stats"):
+            n = b * x.shape[1] * x.shape[2]
+            unbiased = var * (n / max(n - 1, 1))
+            m = self.momentum
+            # T sequential updates r ← (1−m) r + m s_t, written in closed form.
+            decay = (1.0 - m) ** jnp.arange(t - 1, -1, -1, dtype=jnp.float32)  # [T]
+            keep = (1.0 - m) ** t
+            self.ra_mean.value = keep * self.ra_mean.value + m * jnp.einsum(
+                "t,tc->c", decay, jax.lax.stop_gradient(mean))
+            self.ra_var.value = keep * self.ra_var.value + m * jnp.einsum(
+                "t,tc->c", decay, jax.lax.stop_gradient(unbiased))
+        inv = jax.lax.rsqrt(var[None, :, None, None] + self.epsilon) * self.scale.astype(
+            jnp.float32)
+        y = (x32 - mean[None, :, None, None]) * inv + self.bias.astype(jnp.float32)
         return y.reshape(x.shape).astype(self.dtype)
 
 
+class Conv(nn.Module):
+    """``nn.Conv`` without bias (same parameter name, shape and initialiser) that can fold
+    an inference-mode BatchNorm into its kernel.
+
+    ``__call__(x [N, H, W, C], affine=None)``; with ``affine = (multiplier, shift)``
+    (``[features]`` each) it returns ``conv(x, kernel · multiplier) + shift``, which equals
+    the BatchNorm applied to the convolution, in one convolution with a bias instead of a
+    convolution and a separate pass over its output.
+    """
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    dilation: int = 1
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, affine: tuple[jax.Array, jax.Array] | None = None):
+        k, d = self.kernel_size, self.dilation
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (k, k, x.shape[-1], self.features), self.param_dtype)
+        if affine is not None:
+            kernel = kernel.astype(jnp.float32) * affine[0]
+        pad = d * (k // 2)
+        y = jax.lax.conv_general_dilated(
+            x.astype(self.dtype), kernel.astype(self.dtype), (self.stride, self.stride),
+            [(pad, pad), (pad, pad)], rhs_dilation=(d, d),
+            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return y if affine is None else y + affine[1].astype(self.dtype)
+
+
 class Bottleneck(nn.Module):
-    """torchvision's v1.5 bottleneck: 1×1 → 3×3 (stride, dilation) → 1×1, ×4 expansion."""
+    """torchvision's v1.5 bottleneck: 1×1 → 3×3 (stride, dilation) → 1×1, ×4 expansion.
+
+    Where the BatchNorms use running statistics they are folded into the convolutions."""
 
     width: int
     stride: int = 1
@@ -87,21 +129,21 @@ class Bottleneck(nn.Module):
     def __call__(self, x: jax.Array, clip_shape: tuple[int, int],
                  use_batch_stats: bool) -> jax.Array:
         cfg = self.config
-        conv = lambda feats, k, s, d, name: nn.Conv(
-            feats, (k, k), strides=(s, s), kernel_dilation=(d, d),
-            padding=[(d * (k // 2), d * (k // 2))] * 2, use_bias=False,
-            dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype, name=name)
-        bn = lambda name: FrameBatchNorm(cfg.bn_momentum, cfg.bn_eps, cfg.compute_dtype,
-                                         cfg.params_dtype, name=name)
-        out = conv(self.width, 1, 1, 1, "conv1")(x)
-        out = nn.relu(bn("bn1")(out, clip_shape, use_batch_stats))
-        out = conv(self.width, 3, self.stride, self.dilation, "conv2")(out)
-        out = nn.relu(bn("bn2")(out, clip_shape, use_batch_stats))
-        out = conv(self.width * 4, 1, 1, 1, "conv3")(out)
-        out = bn("bn3")(out, clip_shape, use_batch_stats)
+
+        def conv_bn(x, feats, k, s, d, name, bn_name):
+            conv = Conv(feats, k, s, d, cfg.compute_dtype, cfg.params_dtype, name=name)
+            bn = FrameBatchNorm(feats, cfg.bn_momentum, cfg.bn_eps, cfg.compute_dtype,
+                                cfg.params_dtype, name=bn_name)
+            if use_batch_stats:
+                return bn(conv(x), clip_shape, True)
+            return conv(x, bn.affine())
+
+        out = nn.relu(conv_bn(x, self.width, 1, 1, 1, "conv1", "bn1"))
+        out = nn.relu(conv_bn(out, self.width, 3, self.stride, self.dilation, "conv2", "bn2"))
+        out = conv_bn(out, self.width * 4, 1, 1, 1, "conv3", "bn3")
         if self.downsample:
-            x = conv(self.width * 4, 1, self.stride, 1, "downsample_conv")(x)
-            x = bn("downsample_bn")(x, clip_shape, use_batch_stats)
+            x = conv_bn(x, self.width * 4, 1, self.stride, 1, "downsample_conv",
+                        "downsample_bn")
         return nn.relu(out + x)
 
 
@@ -124,10 +166,10 @@ class ResNetOS16(nn.Module):
         clip = (b, t)
         x = frames.reshape(b * t, h, w, 3).astype(cfg.compute_dtype)
         width = cfg.backbone_width
-        x = nn.Conv(width, (7, 7), strides=(2, 2), padding=[(3, 3), (3, 3)], use_bias=False,
-                    dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype, name="conv1")(x)
-        x = nn.relu(FrameBatchNorm(cfg.bn_momentum, cfg.bn_eps, cfg.compute_dtype, cfg.params_dtype,
-                                  name="bn1")(x, clip, False))
+        stem_bn = FrameBatchNorm(width, cfg.bn_momentum, cfg.bn_eps, cfg.compute_dtype,
+                                 cfg.params_dtype, name="bn1")
+        x = nn.relu(Conv(width, 7, 2, 1, cfg.compute_dtype, cfg.params_dtype, name="conv1")(
+            x, stem_bn.affine()))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=[(1, 1), (1, 1)])
         outputs = {}
         # (stride, dilation of the first block, dilation of the others) per stage.
