@@ -88,3 +88,23 @@ def test_bfloat16_convolutions_keep_mixture_in_float32(tiny_model):
     labels16, _ = Segmenter(cfg16, variables)(frames, {0: masks[0]})
     labels32, _ = Segmenter(cfg32, variables)(frames, {0: masks[0]})
     assert (labels16 == labels32).mean() > 0.9
+
+
+def test_bf16_input_projection_matches_float64_values_and_gradients():
+    from agame_jax.model.appearance import bf16_input_matmul
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((3, 40, 64)), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal((64, 24)) / 8, jnp.float32)
+    g = rng.standard_normal((3, 40, 24))
+    x64, w64 = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    y = bf16_input_matmul(x, w)
+    ref = x64 @ w64
+    assert y.dtype == jnp.float32
+    # float32 accuracy (a plain bfloat16 product would be off by ~1e-2 relative).
+    assert np.abs(np.asarray(y) - ref).max() <= 1e-4 * np.abs(ref).max()
+    dx, dw = jax.grad(lambda x, w: jnp.sum(bf16_input_matmul(x, w) * g), argnums=(0, 1))(x, w)
+    assert dx.dtype == jnp.bfloat16 and dw.dtype == jnp.float32
+    ref_dw = np.einsum("bnc,bnd->cd", x64, g)
+    assert np.abs(np.asarray(dw) - ref_dw).max() <= 1e-4 * np.abs(ref_dw).max()
+    ref_dx = g @ w64.T
+    assert np.abs(np.asarray(dx, np.float64) - ref_dx).max() <= 1e-2 * np.abs(ref_dx).max()
