@@ -103,9 +103,10 @@ class Segmenter:
         feats = self.model.apply(variables, frames[None], method=AGame.encode)
         feats = jax.tree_util.tree_map(lambda x: x[0], feats)
         if first:
-            states = recurrent.init_states(
-                self.model, variables, jax.tree_util.tree_map(lambda x: x[0], feats),
-                objects.init_seg)
+            # The same states the loop starts objects from (one computation after XLA's
+            # common-subexpression pass); an object is only used from its first frame on.
+            states = recurrent.init_states_at_first_frames(self.model, variables, feats,
+                                                           start, objects)
         states, out = recurrent.scan_frames(
             self.model, variables, states, feats, start, objects, feedback=self.feedback,
             late_objects=True, keep=("probs",), unroll=self.unroll)
