@@ -52,6 +52,10 @@ class ModelConfig:
     # CPU); the mixture math and the convolutions that read its scores run in float32.
     dtype: str = "auto"
     param_dtype: str = "float32"
+    # How dilated 3×3 convolutions (layer4, mask propagation's pyramid) are computed:
+    # "native", "space_to_batch" or "im2col" (agame_jax.model.dilated). Same results;
+    # a speed choice per device.
+    dilated_conv: str = "native"
 
     def __post_init__(self):
         for name in ("backbone_blocks", "pyramid_dilations", "fusion_channels"):
@@ -61,6 +65,9 @@ class ModelConfig:
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError("model.dtype must be auto, float32, bfloat16 or float16, "
                              f"got {self.dtype!r}")
+        if self.dilated_conv not in ("native", "space_to_batch", "im2col"):
+            raise ValueError("model.dilated_conv must be native, space_to_batch or im2col, "
+                             f"got {self.dilated_conv!r}")
         if self.no_appearance and self.no_mask_propagation:
             raise ValueError("model.no_appearance and model.no_mask_propagation leave the "
                              "fusion module with no input")

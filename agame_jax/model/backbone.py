@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from agame_jax.config import ModelConfig
+from agame_jax.model import dilated
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -98,6 +99,7 @@ class Conv(nn.Module):
     dilation: int = 1
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    dilated_conv: str = "native"        # ModelConfig.dilated_conv
 
     @nn.compact
     def __call__(self, x: jax.Array, affine: tuple[jax.Array, jax.Array] | None = None):
@@ -106,11 +108,16 @@ class Conv(nn.Module):
                             (k, k, x.shape[-1], self.features), self.param_dtype)
         if affine is not None:
             kernel = kernel.astype(jnp.float32) * affine[0]
-        pad = d * (k // 2)
-        y = jax.lax.conv_general_dilated(
-            x.astype(self.dtype), kernel.astype(self.dtype), (self.stride, self.stride),
-            [(pad, pad), (pad, pad)], rhs_dilation=(d, d),
-            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        if d > 1:
+            if self.stride != 1:
+                raise ValueError("a dilated convolution here has stride 1")
+            y = dilated.dilated_conv(x.astype(self.dtype), kernel.astype(self.dtype), d,
+                                     self.dilated_conv)
+        else:
+            pad = k // 2
+            y = jax.lax.conv_general_dilated(
+                x.astype(self.dtype), kernel.astype(self.dtype), (self.stride, self.stride),
+                [(pad, pad), (pad, pad)], dimension_numbers=("NHWC", "HWIO", "NHWC"))
         return y if affine is None else y + affine[1].astype(self.dtype)
 
 
@@ -131,7 +138,8 @@ class Bottleneck(nn.Module):
         cfg = self.config
 
         def conv_bn(x, feats, k, s, d, name, bn_name):
-            conv = Conv(feats, k, s, d, cfg.compute_dtype, cfg.params_dtype, name=name)
+            conv = Conv(feats, k, s, d, cfg.compute_dtype, cfg.params_dtype, cfg.dilated_conv,
+                        name=name)
             bn = FrameBatchNorm(feats, cfg.bn_momentum, cfg.bn_eps, cfg.compute_dtype,
                                 cfg.params_dtype, name=bn_name)
             if use_batch_stats:

@@ -15,17 +15,38 @@ import jax
 import jax.numpy as jnp
 
 from agame_jax.config import ModelConfig
+from agame_jax.model import dilated
 from agame_jax.model.resize import upsample_bilinear
 
 
-def _conv(cfg: ModelConfig, features: int, kernel: int, name: str | None = None,
-          dilation: int = 1, full_precision: bool = False):
-    pad = dilation * (kernel // 2)
-    return nn.Conv(features, (kernel, kernel), kernel_dilation=(dilation, dilation),
-                   padding=[(pad, pad), (pad, pad)],
-                   dtype=jnp.float32 if full_precision else cfg.compute_dtype,
-                   precision=jax.lax.Precision.HIGHEST if full_precision else None,
-                   param_dtype=cfg.params_dtype, name=name)
+def _conv(cfg: ModelConfig, features: int, kernel: int):
+    pad = kernel // 2
+    return nn.Conv(features, (kernel, kernel), padding=[(pad, pad), (pad, pad)],
+                   dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype)
+
+
+class DilatedConv(nn.Module):
+    """``nn.Conv`` with a dilated k×k kernel, bias and "same" padding (same parameter
+    names, shapes and initialisers), computed by ``dilated.dilated_conv(method)``.
+
+    ``__call__(x [..., h, w, C_in]) -> [..., h, w, features]`` in ``dtype``."""
+
+    features: int
+    kernel_size: int
+    dilation: int
+    method: str = "native"
+    dtype: jnp.dtype = jnp.float32
+    param_dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        k = self.kernel_size
+        kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                            (k, k, x.shape[-1], self.features), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+        y = dilated.dilated_conv(x.astype(self.dtype), kernel.astype(self.dtype),
+                                 self.dilation, self.method)
+        return y + bias.astype(self.dtype)
 
 
 class SlicedConv(nn.Module):
@@ -105,7 +126,9 @@ class MaskPropagation(nn.Module):
         self.layer00 = SlicedConv(2 * c16 + 4, c, dtype=cfg.compute_dtype,
                                   param_dtype=cfg.params_dtype)
         for i, d in enumerate(cfg.pyramid_dilations):
-            setattr(self, f"layer01_conv{i}", _conv(cfg, c, 3, dilation=d))
+            setattr(self, f"layer01_conv{i}",
+                    DilatedConv(c, 3, d, cfg.dilated_conv, cfg.compute_dtype, cfg.params_dtype)
+                    if d > 1 else _conv(cfg, c, 3))
         self.layer02 = _conv(cfg, c, 3)
 
     def current(self, s16: jax.Array) -> jax.Array:
