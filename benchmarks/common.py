@@ -1,9 +1,11 @@
 """Shared helpers of the benchmark scripts: configs, timing, FLOPs, memory, tables."""
 from __future__ import annotations
 
+import ast
 import math
 import statistics
 import time
+from pathlib import Path
 
 import jax
 
@@ -13,8 +15,31 @@ TINY = dict(backbone_blocks=(1, 1, 1, 1), backbone_width=8, appearance_dim=16,
             mask_prop_channels=16, fusion_channels=(16, 8), upsampler_channels=8)
 
 
-def model_config(dtype: str, tiny: bool) -> ModelConfig:
-    return ModelConfig(dtype=dtype, **(TINY if tiny else {}))
+def model_config(dtype: str, tiny: bool, overrides: dict | None = None) -> ModelConfig:
+    """The benchmarked model: full size (or ``TINY``), ``dtype``, plus ``overrides`` of
+    ``ModelConfig`` fields (``--model key=value``)."""
+    return ModelConfig(**{**(TINY if tiny else {}), **(overrides or {}), "dtype": dtype})
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["dilated_conv=im2col", "pyramid_dilations=(1, 2)"]`` → a dict of values (Python
+    literals where they parse, else strings); unknown fields fail in ``ModelConfig``."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--model expects key=value, got {item!r}")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def variant_label(overrides: dict, unroll: int = 1) -> str:
+    """A short tag for a row's non-default settings ("" when there are none)."""
+    parts = [f"{k}={v}" for k, v in overrides.items()] + ([f"unroll={unroll}"] * (unroll != 1))
+    return " ".join(parts)
 
 
 def compile_and_time(jitted, *args, repeats: int = 5) -> dict:
@@ -132,9 +157,14 @@ def utilisation(flops: float | None, seconds: float, dtype: str, override=None):
 
 
 def profile_calls(log_dir, fn, *args, calls: int = 2) -> None:
-    """Trace ``calls`` already-compiled calls of ``fn`` under ``log_dir`` (if set)."""
+    """Trace ``calls`` already-compiled calls of ``fn`` under ``log_dir`` (if set), and
+    write the optimised program's HLO text beside the trace (``program.hlo.txt``: it
+    names the source operation of every kernel, see ``profile_summary.py``)."""
     if not log_dir:
         return
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    if hasattr(fn, "as_text"):
+        (Path(log_dir) / "program.hlo.txt").write_text(fn.as_text())
     with Profile(log_dir):
         for _ in range(calls):
             jax.block_until_ready(fn(*args))
@@ -191,13 +221,20 @@ def add_common_args(parser, height: int, width: int, frames: int) -> None:
                              "(default: from a table of known devices)")
     parser.add_argument("--profile", default=None,
                         help="write a jax.profiler trace of the timed calls under this folder")
+    parser.add_argument("--model", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="ModelConfig fields to override, e.g. dilated_conv=im2col")
+    parser.add_argument("--unroll", type=int, nargs="+", default=[1],
+                        help="frames per iteration of the frame loop (lax.scan unroll); "
+                             "several values give one row each")
 
 
 def setup_run(args):
-    """Print the device and return float32-initialised variables (shared by all dtypes)."""
+    """Print the device and return float32-initialised variables (shared by all dtypes)
+    of the model that ``--tiny`` and ``--model`` describe."""
     from agame_jax import init_variables
     print(device_line())
-    return init_variables(model_config("float32", args.tiny), jax.random.key(0))
+    cfg = model_config("float32", args.tiny, parse_overrides(args.model))
+    return init_variables(cfg, jax.random.key(0))
 
 
 def device_line() -> str:

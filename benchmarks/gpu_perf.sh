@@ -2,19 +2,23 @@
 # The whole speed benchmark on one GPU, in one go (README "Performance"): inference at
 # 480x864 with 1/2/5 objects (bfloat16), 4 videos at once, float32 (TF32) for comparison,
 # the stage-1 and stage-2 training steps, each with FLOP utilisation and memory, plus a
-# jax.profiler trace of every timed program summarised per kernel.
-# Usage: bash benchmarks/gpu_perf.sh [OUT_DIR]      (about 6 minutes on an H100)
+# jax.profiler trace of the main programs summarised per kernel and per source scope.
+# Usage: bash benchmarks/gpu_perf.sh [OUT_DIR [KEY=VALUE ...]]   (about 6 minutes on an H100)
+#   KEY=VALUE: ModelConfig fields for every row, e.g. dilated_conv=im2col.
 source "$(dirname "$0")/gpu_env.sh"
+shift $(( $# > 0 ? 1 : 0 ))
+model=(); [ $# -gt 0 ] && model=(--model "$@")
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   git log -1 --format='commit %H %cd' 2>/dev/null
-  run python3 benchmarks/inference.py --objects 1 2 5 --dtype bfloat16 --profile "$out/prof_inference"
-  run python3 benchmarks/train_step.py --dtype bfloat16 --profile "$out/prof_stage1"
+  echo "model overrides: ${*:-none}"
+  run python3 benchmarks/inference.py --objects 1 2 5 --dtype bfloat16 "${model[@]}" \
+      --profile "$prof/inference"
+  run python3 benchmarks/train_step.py --dtype bfloat16 "${model[@]}" --profile "$prof/stage1"
   run python3 benchmarks/train_step.py --dtype bfloat16 --batch 2 --frames 14 --height 480 \
-      --width 864 --profile "$out/prof_stage2"
-  run python3 benchmarks/inference.py --objects 1 5 --videos 4 --no-encode --dtype bfloat16
-  run python3 benchmarks/inference.py --objects 1 --no-encode --dtype float32
-  for d in "$out"/prof_*; do
-    python3 benchmarks/profile_summary.py "$d" --top 30 > "$d.txt" 2>&1
-  done
+      --width 864 "${model[@]}" --profile "$prof/stage2"
+  run python3 benchmarks/inference.py --objects 1 5 --videos 4 --no-encode --dtype bfloat16 \
+      "${model[@]}"
+  run python3 benchmarks/inference.py --objects 1 --no-encode --dtype float32 "${model[@]}"
+  summarize inference stage1 stage2
 } 2>&1 | tee "$out/gpu_perf.log"

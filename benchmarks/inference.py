@@ -3,6 +3,7 @@
     python benchmarks/inference.py                       # 480×864, 1/2/5 objects, bfloat16
     python benchmarks/inference.py --dtype bfloat16 float32 --videos 1 4
     python benchmarks/inference.py --tiny --height 64 --width 96 --frames 4   # CPU smoke test
+    python benchmarks/inference.py --objects 1 --model dilated_conv=im2col --unroll 1 4
 
 Times the compiled chunk program of ``Segmenter`` on device-resident frames after a
 warm-up call (so compilation is excluded), with the state carried in from a previous
@@ -26,7 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     add_common_args, compile_and_time, matmul_flops, model_config, peak_memory_gib,
-    print_table, profile_calls, setup_run, utilisation)
+    parse_overrides, print_table, profile_calls, setup_run, utilisation, variant_label)
 
 from agame_jax import Segmenter  # noqa: E402
 from agame_jax.model import recurrent  # noqa: E402
@@ -78,25 +79,27 @@ def main(argv=None):
     parser.add_argument("--no-encode", action="store_true", help="skip the encode-only row")
     args = parser.parse_args(argv)
     variables = setup_run(args)
+    overrides = parse_overrides(args.model)
     rng = np.random.default_rng(0)
     t_len, h, w = args.frames, args.height, args.width
     frames = jnp.asarray(rng.integers(0, 256, (t_len, h, w, 3), dtype=np.uint8))
     rows = []
 
-    header = ["work", "dtype", "videos", "objects", "size", "chunk", "ms/frame", "frames/s",
+    header = ["work", "variant", "dtype", "videos", "objects", "size", "chunk", "ms/frame", "frames/s",
               "obj-frames/s", "GFLOP/frame", "TFLOP/s", "MFU", "compile+1st s",
               "program GiB", "process peak GiB"]
 
-    def measure(label, dtype, videos, n_obj, fn, call_args):
+    def measure(label, variant, dtype, videos, n_obj, fn, call_args):
         stats = compile_and_time(fn, *call_args, repeats=args.repeats)
         first, median = stats["first"], stats["median"]
         stats["flops"] = matmul_flops(fn, *call_args)
-        profile_calls(args.profile and Path(args.profile) / label.replace(" ", "_"),
-                      stats["compiled"], *call_args)
+        folder = "_".join((label + " " + variant).replace("=", "-").split())
+        profile_calls(args.profile and Path(args.profile) / folder, stats["compiled"],
+                      *call_args)
         n_frames = videos * t_len
         tflops, mfu = utilisation(stats["flops"], median, dtype, args.peak_tflops)
         gflop = None if stats["flops"] is None else stats["flops"] / n_frames / 1e9
-        rows.append([label, dtype, videos, n_obj, f"{h}x{w}", t_len,
+        rows.append([label, variant or "-", dtype, videos, n_obj, f"{h}x{w}", t_len,
                      median / n_frames * 1e3, n_frames / median,
                      n_frames * max(n_obj, 1) / median, gflop, tflops,
                      None if mfu is None else f"{100 * mfu:.1f}%", first,
@@ -105,17 +108,21 @@ def main(argv=None):
         sys.stdout.flush()
 
     for dtype in args.dtype:
-        cfg = model_config(dtype, args.tiny)
+        cfg = model_config(dtype, args.tiny, overrides)
         model = AGame(cfg)
         encode = jax.jit(lambda v, f: (lambda x: (x.app, x.prop, x.skip8, x.skip4))(
             model.apply(v, f[None], method=AGame.encode)))
         if not args.no_encode:
-            measure(f"encode {dtype}", dtype, 1, 0, encode, (variables, frames))
-        for videos in args.videos:
-            for n_obj in args.objects:
-                fn, call_args = chunk_program(Segmenter(cfg, variables), variables, frames,
-                                              _objects(n_obj, h, w), videos)
-                measure(f"{dtype} {videos}v {n_obj}obj", dtype, videos, n_obj, fn, call_args)
+            measure(f"encode {dtype}", variant_label(overrides), dtype, 1, 0, encode,
+                    (variables, frames))
+        for unroll in args.unroll:
+            for videos in args.videos:
+                for n_obj in args.objects:
+                    fn, call_args = chunk_program(Segmenter(cfg, variables, unroll=unroll),
+                                                  variables, frames, _objects(n_obj, h, w),
+                                                  videos)
+                    measure(f"{dtype} {videos}v {n_obj}obj", variant_label(overrides, unroll),
+                            dtype, videos, n_obj, fn, call_args)
     print("\nall rows:")
     print_table(header, rows)
 

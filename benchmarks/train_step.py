@@ -3,6 +3,7 @@
     python benchmarks/train_step.py                        # stage 1: 4×8 frames, 240×432
     python benchmarks/train_step.py --batch 2 --frames 14 --height 480 --width 864   # stage 2
     python benchmarks/train_step.py --tiny --batch 2 --frames 3 --height 64 --width 64
+    python benchmarks/train_step.py --model dilated_conv=space_to_batch --unroll 1 2
 
 Only layer4 and the heads are differentiated, layer4's BatchNorm runs in training mode,
 the loss is fine + coarse cross-entropy. The optimiser update is not included.
@@ -22,21 +23,22 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     add_common_args, compile_and_time, matmul_flops, model_config, peak_memory_gib,
-    print_table, profile_calls, setup_run, utilisation)
+    parse_overrides, print_table, profile_calls, setup_run, utilisation, variant_label)
 
 from agame_jax import merge_params, split_params  # noqa: E402
 from agame_jax.losses import clip_loss  # noqa: E402
 from agame_jax.model.agame import AGame  # noqa: E402
 
 
-def make_step(cfg, remat: bool = False):
+def make_step(cfg, remat: bool = False, unroll: int = 1):
     model = AGame(cfg)
 
     @jax.jit
     def step(trainable, frozen, stats, frames, labels):
         def loss_fn(trainable):
             v = {"params": merge_params(trainable, frozen), "batch_stats": stats}
-            losses, new_stats = clip_loss(model, v, frames, labels, remat=remat)
+            losses, new_stats = clip_loss(model, v, frames, labels, remat=remat,
+                                          unroll=unroll)
             return losses["loss"], new_stats
         return jax.value_and_grad(loss_fn, has_aux=True)(trainable)
     return step
@@ -49,6 +51,7 @@ def main(argv=None):
     parser.add_argument("--remat", nargs="+", choices=["no", "yes"], default=["no"])
     args = parser.parse_args(argv)
     variables = setup_run(args)
+    overrides = parse_overrides(args.model)
     rng = np.random.default_rng(0)
     b, t, h, w = args.batch, args.frames, args.height, args.width
     frames = jnp.asarray(rng.integers(0, 256, (b, t, h, w, 3), dtype=np.uint8))
@@ -57,28 +60,30 @@ def main(argv=None):
         labels[:, i, h // 4 + 2 * i: h // 2 + 2 * i, w // 4: w // 2] = 1
     labels = jnp.asarray(labels)
     rows = []
-    header = ["dtype", "remat", "clips x frames", "size", "ms/step", "snippets/s", "TFLOP/s",
-              "MFU", "compile+1st s", "program GiB", "process peak GiB"]
-    for dtype in args.dtype:
-        cfg = model_config(dtype, args.tiny)
+    header = ["variant", "dtype", "remat", "clips x frames", "size", "ms/step", "snippets/s",
+              "TFLOP/s", "MFU", "compile+1st s", "program GiB", "process peak GiB"]
+    for dtype, remat, unroll in [(d, r, u) for d in args.dtype for r in args.remat
+                                 for u in args.unroll]:
+        cfg = model_config(dtype, args.tiny, overrides)
         trainable, frozen = split_params(variables["params"], cfg)
-        for remat in args.remat:
-            step = make_step(cfg, remat == "yes")
-            call_args = (trainable, frozen, variables["batch_stats"], frames, labels)
-            stats = compile_and_time(step, *call_args, repeats=args.repeats)
-            first, median = stats["first"], stats["median"]
-            # Model FLOPs: recomputation (remat) not counted.
-            stats["flops"] = matmul_flops(make_step(cfg, False), *call_args)
-            assert np.isfinite(float(stats["out"][0][0])), "non-finite loss"
-            label = f"{dtype}_{b}x{t}_{h}x{w}_remat-{remat}"
-            profile_calls(args.profile and Path(args.profile) / label, stats["compiled"],
-                          *call_args)
-            tflops, mfu = utilisation(stats["flops"], median, dtype, args.peak_tflops)
-            rows.append([dtype, remat, f"{b}x{t}", f"{h}x{w}", median * 1e3, b / median,
-                         tflops, None if mfu is None else f"{100 * mfu:.1f}%", first,
-                         stats["program_gib"], peak_memory_gib()])
-            print_table(header, rows[-1:])        # each row as soon as it is measured
-            sys.stdout.flush()
+        variant = variant_label(overrides, unroll)
+        step = make_step(cfg, remat == "yes", unroll)
+        call_args = (trainable, frozen, variables["batch_stats"], frames, labels)
+        stats = compile_and_time(step, *call_args, repeats=args.repeats)
+        first, median = stats["first"], stats["median"]
+        # Model FLOPs: recomputation (remat) not counted.
+        stats["flops"] = matmul_flops(make_step(cfg, False), *call_args)
+        assert np.isfinite(float(stats["out"][0][0])), "non-finite loss"
+        label = "_".join(f"{dtype} {b}x{t} {h}x{w} remat-{remat} {variant}"
+                         .replace("=", "-").split())
+        profile_calls(args.profile and Path(args.profile) / label, stats["compiled"],
+                      *call_args)
+        tflops, mfu = utilisation(stats["flops"], median, dtype, args.peak_tflops)
+        rows.append([variant or "-", dtype, remat, f"{b}x{t}", f"{h}x{w}", median * 1e3,
+                     b / median, tflops, None if mfu is None else f"{100 * mfu:.1f}%", first,
+                     stats["program_gib"], peak_memory_gib()])
+        print_table(header, rows[-1:])        # each row as soon as it is measured
+        sys.stdout.flush()
     print("\nall rows:")
     print_table(header, rows)
 

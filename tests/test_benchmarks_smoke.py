@@ -16,14 +16,21 @@ def _load(name):
 
 @pytest.mark.parametrize("name,args,header", [
     ("inference", ["--tiny", "--height", "32", "--width", "48", "--frames", "2",
-                   "--objects", "2", "--dtype", "float32", "--repeats", "1"], "frames/s"),
+                   "--objects", "2", "--dtype", "float32", "--repeats", "1", "--unroll", "2"],
+     "frames/s"),
     ("train_step", ["--tiny", "--batch", "1", "--frames", "2", "--height", "32", "--width", "32",
-                    "--dtype", "float32", "--repeats", "1"], "snippets/s"),
+                    "--dtype", "float32", "--repeats", "1",
+                    "--model", "dilated_conv=space_to_batch", "backbone_blocks=(1, 1, 1, 2)"],
+     "snippets/s"),
 ])
-def test_benchmark_prints_table(name, args, header, capsys):
-    _load(name).main(args)
+def test_benchmark_prints_table(name, args, header, tmp_path, capsys):
+    _load(name).main(args + ["--profile", str(tmp_path)])
     out = capsys.readouterr().out
     assert header in out and "float32" in out
+    assert ("unroll=2" if name == "inference" else "dilated_conv=space_to_batch") in out
+    # Each timed program's trace comes with its HLO (for profile_summary's attribution).
+    assert len(list(tmp_path.glob("*/program.hlo.txt"))) == (2 if name == "inference" else 1)
+    assert list(tmp_path.glob("*/plugins/profile/*/*perfetto_trace.json.gz"))
 
 
 def test_data_pipeline_benchmark_prints_table(capsys):
@@ -73,3 +80,42 @@ def test_precision_agreement_on_a_checkpoint(tmp_path, tiny_model, capsys):
                                        "--frames", "3", "--size", "32"])
     out = capsys.readouterr().out
     assert "bfloat16: mean IoU over clips" in out and "float32 default precision" in out
+
+
+def test_profile_summary_attributes_kernels_to_source_scopes(tmp_path, capsys):
+    """A GPU-like trace (device stream, kernels with ``hlo_op``) and the program's HLO:
+    kernel time is summed per HLO operation and per module scope, forward and backward
+    apart."""
+    import gzip
+    import json
+    summary = _load("profile_summary")
+    (tmp_path / "program.hlo.txt").write_text(
+        'ENTRY %main {\n'
+        '  %cudnn-conv.1 = (bf16[2,4]{1,0}, u8[0]{0}) custom-call(%a, %b), window={size=3x3}, '
+        'metadata={op_name="jit(step)/jvp(AGame.encode)/backbone/layer4_1/conv2/'
+        'conv_general_dilated" source_file="x.py" source_line=3}\n'
+        '  ROOT %fusion.7 = bf16[2,4]{1,0} fusion(%c), kind=kLoop, calls=%f, '
+        'metadata={op_name="jit(step)/transpose(jvp(AGame.encode))/backbone/layer4_1/conv2/'
+        'conv_general_dilated"}\n}\n')
+    trace_dir = tmp_path / "plugins" / "profile" / "run"
+    trace_dir.mkdir(parents=True)
+    meta = [{"ph": "M", "name": "process_name", "pid": 1, "args": {"name": "/device:GPU:0"}},
+            {"ph": "M", "name": "thread_name", "pid": 1, "tid": 7, "args": {"name": "Stream #7"}}]
+    kernels = [{"ph": "X", "pid": 1, "tid": 7, "ts": ts, "dur": dur, "name": name,
+                "args": {"hlo_op": op}}
+               for ts, dur, name, op in [(0, 30, "sm90_xmma_fprop", "cudnn-conv.1"),
+                                         (40, 60, "convolve_common_engine", "fusion.7"),
+                                         (100, 10, "convolve_common_engine", "fusion.7")]]
+    with gzip.open(trace_dir / "perfetto_trace.json.gz", "wt") as f:
+        json.dump({"traceEvents": meta + kernels}, f)
+    summary.main([str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "busy 0.10 ms" in out                  # 0–30, 40–110: 100 µs busy of 110
+    assert "2 ops, 2 found in program.hlo.txt" in out
+    lines = out.splitlines()
+    bwd = next(l for l in lines if l.strip().endswith("bwd AGame.encode/backbone/layer4_1/conv2"))
+    fwd = next(l for l in lines if l.strip().endswith("fwd AGame.encode/backbone/layer4_1/conv2"))
+    assert bwd.split()[0] == "70.0%" and fwd.split()[0] == "30.0%"
+    assert summary.scope_of("/while/body/closed_call/vmap(AGame.predict_object)/mask_prop/"
+                            "layer01_conv2/conv_general_dilated") == \
+        "fwd AGame.predict_object/mask_prop/layer01_conv2"
