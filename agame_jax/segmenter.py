@@ -1,6 +1,7 @@
 """``Segmenter``: segment a whole video with A-GAME in one call."""
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import itertools
 import time
@@ -62,11 +63,14 @@ class Segmenter:
       unroll: frames per iteration of the compiled frame loop (``scan_frames``).
 
     Attributes:
-      num_compilations: how many programs were compiled so far (one per padded frame
-        size and object bucket, for the first chunk and for later chunks).
-      timing: of the last video: ``frames`` and ``seconds`` of model time (device
-        work and host transfers, no disk I/O) over chunks that needed no compilation,
-        and ``compiled_chunks``.
+      num_compilations: how many programs were compiled so far (one per frame size and
+        object bucket, for the first chunk and for later chunks, with and without
+        probabilities).
+      timing: of the last video: ``frames`` and ``seconds`` of model time over chunks
+        that needed no compilation, and ``compiled_chunks``. A chunk's model time runs
+        from its dispatch (or the end of the previous chunk, if later) to its labels
+        being on the host: frames in, device work, labels out; not disk I/O, nor the
+        time the device waits for the next chunk to be read.
     """
 
     def __init__(self, model_config, variables, *, chunk_size: int = 32,
@@ -85,8 +89,7 @@ class Segmenter:
         self.unroll = unroll
         self.num_compilations = 0
         self.timing = {"frames": 0, "seconds": 0.0, "compiled_chunks": 0}
-        self._first_chunk = jax.jit(functools.partial(self._run_chunk, first=True))
-        self._next_chunk = jax.jit(functools.partial(self._run_chunk, first=False))
+        self._programs = {}                   # (first chunk?, with probs?) → jitted chunk
 
     @classmethod
     def from_checkpoint(cls, path, **kwargs) -> "Segmenter":
@@ -98,8 +101,20 @@ class Segmenter:
     def _put(self, array: np.ndarray) -> jax.Array:
         return jnp.asarray(array) if self.device is None else jax.device_put(array, self.device)
 
-    def _run_chunk(self, variables, states, frames, start, objects, *, first: bool):
+    def _run_chunk(self, variables, states, frames, start, objects, lookup=None, *,
+                   first: bool, with_probs: bool = False):
+        """One chunk on the device: ``frames [T, h, w, 3]`` uint8 at the video's own size
+        (padded here, reflecting, to a multiple of 16) → ``(states, probs, labels)``:
+        ``probs [T, S+1, h, w]`` (None unless ``with_probs``) and ``labels [T, h, w]``
+        uint8, the argmax mapped through ``lookup [S+1]`` (slot → object id; identity
+        when None), both cropped back to ``h × w``. Padding, cropping and the id lookup
+        run here so the host only copies frames in and one byte a pixel out."""
         self.num_compilations += 1            # runs once per trace, i.e. per compilation
+        h, w = frames.shape[1:3]
+        left, right, top, bottom = padding_ltrb(h, w)
+        if left or right or top or bottom:
+            frames = jnp.pad(frames, ((0, 0), (top, bottom), (left, right), (0, 0)),
+                             mode="reflect")
         feats = self.model.apply(variables, frames[None], method=AGame.encode)
         feats = jax.tree_util.tree_map(lambda x: x[0], feats)
         if first:
@@ -110,9 +125,10 @@ class Segmenter:
         states, out = recurrent.scan_frames(
             self.model, variables, states, feats, start, objects, feedback=self.feedback,
             late_objects=True, keep=("probs",), unroll=self.unroll)
-        # The label map is computed here too: fetching it (1 byte a pixel) instead of
-        # the probabilities (4 bytes per object slot a pixel) keeps transfers small.
-        return states, out["probs"], jnp.argmax(out["probs"], axis=1).astype(jnp.uint8)
+        probs = out["probs"][:, :, top:top + h, left:left + w]
+        best = jnp.argmax(probs, axis=1)
+        labels = best.astype(jnp.uint8) if lookup is None else jnp.take(lookup, best)
+        return states, (probs if with_probs else None), labels
 
     def __call__(self, frames, masks: Mapping[int, np.ndarray]):
         """Segment one video held in memory.
@@ -145,7 +161,11 @@ class Segmenter:
 
     def stream(self, frames: Iterable[np.ndarray], masks: Mapping[int, np.ndarray], *,
                with_probs: bool = False) -> Iterator[tuple]:
-        """Segment a video frame by frame, holding one chunk of frames at a time.
+        """Segment a video frame by frame, holding at most two chunks of frames at a time.
+
+        The device works on a chunk while the previous chunk's results are handed out
+        and the next chunk is read, so the caller's work per frame (writing files, say)
+        overlaps the model's.
 
         Args:
           frames: any iterable of ``[H, W, 3]`` uint8 frames (a list, an array, a
@@ -163,7 +183,6 @@ class Segmenter:
         h, w = chunk[0].shape[:2]
         ids, first_frame, first_masks = _collect_objects(masks, None, (h, w))
         ltrb = padding_ltrb(h, w)
-        left, _, top, _ = ltrb
         slots = object_bucket(len(ids)) if self.bucket_objects else len(ids)
         objects = None
         if ids:
@@ -177,48 +196,93 @@ class Segmenter:
         at_zero = [obj_id for j, obj_id in enumerate(ids) if first_frame[j] == 0]
         lookup = np.zeros(slots + 1, np.uint8)
         lookup[1:len(ids) + 1] = ids
+        lookup = self._put(lookup)
         self.timing = {"frames": 0, "seconds": 0.0, "compiled_chunks": 0}
-        states, start = None, 0
-        crop = (slice(None), slice(top, top + h), slice(left, left + w))
-        while chunk:
-            array = _check_frames(chunk, (h, w), start)
-            n = len(array)
-            probs = None
-            if objects is None:
-                labels = np.zeros((n, h, w), np.uint8)
-                if with_probs:
-                    probs = np.zeros((n, 1, h, w), np.float32)
-                    probs[:, 0] = 1.0
-            else:
-                if n < self.chunk_size:       # same shape as the full chunks: no new program
-                    array = np.concatenate([array, np.repeat(array[-1:], self.chunk_size - n, 0)])
-                run = self._first_chunk if states is None else self._next_chunk
-                compiled = self.num_compilations
-                t0 = time.perf_counter()
-                states, q, best = run(self.variables, states, self._put(_pad(array, ltrb, 1)),
-                                      start, objects)
-                labels = lookup[np.asarray(best)[:n][crop]]
-                if with_probs:
-                    probs = np.array(q[:n, :len(ids) + 1, top:top + h, left:left + w])
-                if self.num_compilations == compiled:
-                    self.timing["frames"] += n
-                    self.timing["seconds"] += time.perf_counter() - t0
+        # Chunk k is dispatched (asynchronously), then chunk k-1's results are handed out
+        # and chunk k+1 is read while the device works; a helper thread waits for each
+        # chunk's labels, so its clock sees when the device finished (model time below).
+        fetcher = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="agame-fetch")
+        pending, states, start = None, None, 0
+        last_ready = 0.0
+        try:
+            while chunk:
+                array = _check_frames(chunk, (h, w), start)
+                n = len(array)
+                if objects is None:
+                    done = concurrent.futures.Future()
+                    done.set_result((np.zeros((n, h, w), np.uint8), None, None))
+                    submitted = (start, n, done, None, False)
                 else:
-                    self.timing["compiled_chunks"] += 1
-            if start == 0:
-                # Frame 0 is given, not predicted: its output is the given mask.
-                labels[0] = np.where(np.isin(given0, at_zero), given0, 0)
-                if with_probs:
-                    probs[0] = 0.0
-                    probs[0, 0] = 1.0
-                    for j, obj_id in enumerate(ids):
-                        if first_frame[j] == 0:
-                            probs[0, j + 1] = given0 == obj_id
-                            probs[0, 0] -= probs[0, j + 1]
-            for i in range(n):
-                yield (start + i, labels[i], probs[i]) if with_probs else (start + i, labels[i])
-            start += n
-            chunk = _take(iterator, self.chunk_size)
+                    if n < self.chunk_size:   # same shape as the full chunks: no new program
+                        array = np.concatenate(
+                            [array, np.repeat(array[-1:], self.chunk_size - n, 0)])
+                    run = self._program(states is None, with_probs)
+                    compiled = self.num_compilations
+                    t0 = time.perf_counter()
+                    states, q, best = run(self.variables, states, self._put(array), start,
+                                          objects, lookup)
+                    submitted = (start, n, fetcher.submit(_fetch, best, q), t0,
+                                 self.num_compilations != compiled)
+                if pending is not None:
+                    last_ready = yield from self._emit(pending, last_ready, with_probs,
+                                                       ids, first_frame, given0, at_zero)
+                pending = submitted
+                start += n
+                chunk = _take(iterator, self.chunk_size)
+            if pending is not None:
+                yield from self._emit(pending, last_ready, with_probs, ids, first_frame,
+                                      given0, at_zero)
+        finally:
+            fetcher.shutdown(wait=True)
+
+    def _program(self, first: bool, with_probs: bool):
+        key = (first, with_probs)
+        if key not in self._programs:
+            self._programs[key] = jax.jit(functools.partial(
+                self._run_chunk, first=first, with_probs=with_probs))
+        return self._programs[key]
+
+    def _emit(self, pending, last_ready: float, with_probs: bool, ids, first_frame, given0,
+              at_zero):
+        """Yield one chunk's frames (waiting for its results); returns the time its
+        results were ready, and adds its model time to ``self.timing``."""
+        start, n, future, t0, compiled = pending
+        labels, q, ready = future.result()
+        labels = labels[:n]
+        probs = None
+        if with_probs:
+            if q is None:                     # no objects yet
+                probs = np.zeros((n, 1) + labels.shape[1:], np.float32)
+                probs[:, 0] = 1.0
+            else:
+                probs = np.array(q[:n, :len(ids) + 1])
+        if compiled:
+            self.timing["compiled_chunks"] += 1
+        elif ready is not None:
+            # The device starts a chunk once it is dispatched and the previous one is done.
+            self.timing["frames"] += n
+            self.timing["seconds"] += ready - max(t0, last_ready)
+        if start == 0:
+            # Frame 0 is given, not predicted: its output is the given mask.
+            labels[0] = np.where(np.isin(given0, at_zero), given0, 0)
+            if with_probs:
+                probs[0] = 0.0
+                probs[0, 0] = 1.0
+                for j, obj_id in enumerate(ids):
+                    if first_frame[j] == 0:
+                        probs[0, j + 1] = given0 == obj_id
+                        probs[0, 0] -= probs[0, j + 1]
+        for i in range(n):
+            yield (start + i, labels[i], probs[i]) if with_probs else (start + i, labels[i])
+        return last_ready if ready is None else ready
+
+
+def _fetch(labels, probs):
+    """Copy a chunk's results to the host (in the fetch thread); with the time they were
+    ready."""
+    labels = np.array(labels)
+    probs = None if probs is None else np.asarray(probs)
+    return labels, probs, time.perf_counter()
 
 
 def _take(iterator, n: int) -> list:

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # evaluate.py on a GPU: the full-size model (random weights, default dtype) over the DAVIS
-# sample clips at 480x854, reporting timing.json (frames/s without compile or disk I/O),
+# sample clips at 480x854, reporting timing.json (model frames/s without compile or disk
+# I/O, and end-to-end frames/s with them),
 # then the exact-resume training test on the GPU.
 # Usage: AGAME_SHARED=/path/to/shared bash benchmarks/gpu_eval_check.sh [OUT_DIR]
 source "$(dirname "$0")/gpu_env.sh"
@@ -11,9 +12,9 @@ import jax
 from agame_jax import ModelConfig, init_variables
 from agame_jax.checkpoint import save_variables
 cfg = ModelConfig()
-save_variables('$out/random_full', init_variables(cfg, jax.random.key(0)), cfg)"
+save_variables('$prof/random_full', init_variables(cfg, jax.random.key(0)), cfg)"
   sample="$AGAME_SHARED/data/davis2016_sample"
-  run python3 evaluate.py --checkpoint "$out/random_full" --dataset davis2017 \
+  run python3 evaluate.py --checkpoint "$prof/random_full" --dataset davis2017 \
       --data-root "$sample" --output "$out/eval" --chunk-size 32
   cat "$out/eval/timing.json"
   run python3 -m pytest -q -p no:cacheprovider tests/test_train_loop.py -k resume

@@ -24,6 +24,7 @@ import numpy as np
 
 from agame_jax.data import davis
 from agame_jax.data.clips import DataError, read_frame, read_label
+from agame_jax.evaluation.threads import ordered_map
 
 _FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -41,11 +42,13 @@ class EvalVideo:
     def frame_names(self) -> list[str]:
         return [p.stem for p in self.frame_paths]
 
-    def frames(self) -> Iterator[np.ndarray]:
-        """The frames, read one at a time; a frame of another size is an error naming it."""
+    def frames(self, workers: int = 1, ahead: int = 32) -> Iterator[np.ndarray]:
+        """The frames in order, decoded on ``workers`` threads at most ``ahead`` frames
+        before they are taken (``workers=1``: one at a time, when taken); a frame of
+        another size is an error naming it."""
         size = None
-        for path in self.frame_paths:
-            frame = read_frame(path)
+        frames = ordered_map(read_frame, self.frame_paths, workers, ahead)
+        for path, frame in zip(self.frame_paths, frames):
             if size is None:
                 size = frame.shape
             elif frame.shape != size:
