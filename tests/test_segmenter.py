@@ -5,7 +5,7 @@ import pytest
 
 from agame_jax import Segmenter
 from agame_jax.model.agame import AGame
-from agame_jax.segmenter import padding_ltrb
+from agame_jax.segmenter import object_bucket, padding_ltrb
 
 from reference import aggregate_reference, pool16
 
@@ -122,19 +122,23 @@ def test_bad_inputs_are_clear_errors(tiny):
 
 
 def test_object_buckets_change_nothing_but_the_compile_count(tiny):
+    assert [object_bucket(n) for n in range(1, 14)] == [1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12,
+                                                        12, 16]
     cfg, variables = tiny
     frames, masks = _video(np.random.default_rng(4), t_len=4)
-    # Objects 3 and 7 at frame 0, 5 at frame 2: 3 objects, a bucket of 4 slots.
+    masks[0][40:48, 2:10] = 9                          # two more objects at frame 0
+    masks[0][2:10, 60:68] = 11
+    # Objects 3, 7, 9, 11 at frame 0, 5 at frame 2: 5 objects, a bucket of 6 slots.
     exact = Segmenter(cfg, variables, bucket_objects=False)(frames, masks)
     seg = Segmenter(cfg, variables, chunk_size=4)
     bucketed = seg(frames, masks)
     np.testing.assert_array_equal(bucketed[0], exact[0])
     np.testing.assert_allclose(bucketed[1], exact[1], atol=1e-6)
     assert seg.num_compilations == 1
-    masks[1] = np.where(masks[0] == 3, 11, 0).astype(np.uint8)   # a fourth (late) object
+    masks[1] = np.where(masks[0] == 3, 13, 0).astype(np.uint8)   # a sixth (late) object
     masks[1][0, 0] = 0
     labels, probs = seg(frames, masks)
-    assert probs.shape[1] == 5 and seg.num_compilations == 1    # same bucket, no compile
+    assert probs.shape[1] == 7 and seg.num_compilations == 1    # same bucket, no compile
     assert seg.timing["frames"] == 4 and seg.timing["compiled_chunks"] == 0
 
 
