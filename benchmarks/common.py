@@ -229,12 +229,38 @@ def add_common_args(parser, height: int, width: int, frames: int) -> None:
 
 
 def setup_run(args):
-    """Print the device and return float32-initialised variables (shared by all dtypes)
-    of the model that ``--tiny`` and ``--model`` describe."""
-    from agame_jax import init_variables
+    """Print the device and return float32 random variables (shared by all dtypes) of the
+    model that ``--tiny`` and ``--model`` describe."""
     print(device_line())
-    cfg = model_config("float32", args.tiny, parse_overrides(args.model))
-    return init_variables(cfg, jax.random.key(0))
+    return random_variables(model_config("float32", args.tiny, parse_overrides(args.model)))
+
+
+def random_variables(cfg: ModelConfig, seed: int = 0) -> dict:
+    """Variables of ``cfg``'s shapes drawn on the host with numpy, in the distributions
+    ``init_variables`` uses (kernels ~ N(0, 1/fan_in), biases and BatchNorm means 0,
+    scales and variances 1, the appearance offsets at their initial value).
+
+    Speed does not depend on the values, and ``init_variables`` compiles one program
+    holding a random-number generator per parameter: 20-40 s before the first
+    benchmark row, paid by every script. An unknown parameter name is an error, so a
+    new kind of parameter is not silently given a wrong distribution."""
+    import numpy as np
+    from agame_jax.api import variable_shapes
+    rng = np.random.default_rng(seed)
+    constants = {"bias": 0.0, "mean": 0.0, "scale": 1.0, "var": 1.0,
+                 "cov_reg": cfg.var_offset_init}
+
+    def draw(path, leaf):
+        name = path[-1].key
+        if name == "kernel":
+            fan_in = math.prod(leaf.shape[:-1])
+            value = rng.standard_normal(leaf.shape, np.float32) / np.sqrt(fan_in)
+        elif name in constants:
+            value = np.full(leaf.shape, constants[name], np.float32)
+        else:
+            raise ValueError(f"random_variables: no distribution for parameter {path}")
+        return jax.numpy.asarray(value.astype(leaf.dtype))
+    return jax.tree_util.tree_map_with_path(draw, variable_shapes(cfg))
 
 
 def device_line() -> str:

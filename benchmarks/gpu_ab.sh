@@ -2,7 +2,7 @@
 # A/B of the speed knobs that have no default measured yet, on one GPU (about 5 minutes;
 # run it right after gpu_perf.sh on the same machine, which shares compiled programs):
 #   - model.dilated_conv = native / space_to_batch / im2col (layer4's and mask
-#     propagation's dilated 3x3 convolutions) on the stage-2 step and 5-object inference;
+#     propagation's dilated 3x3 convolutions) on the stage-2 step and 1/5-object inference;
 #   - the frame loop unrolled 4 frames per iteration, 1-object inference.
 # Equality of the dilated formulations on this device is tested first (float32 without
 # TF32, so the tolerances are those of the CPU tests).
@@ -19,7 +19,7 @@ stage2=(--dtype bfloat16 --batch 2 --frames 14 --height 480 --width 864)
         --profile "$prof/stage2_$method"
   done
   for method in native space_to_batch im2col; do
-    run python3 benchmarks/inference.py --objects 5 --no-encode --model dilated_conv=$method
+    run python3 benchmarks/inference.py --objects 1 5 --no-encode --model dilated_conv=$method
   done
   run python3 benchmarks/inference.py --objects 1 --no-encode --unroll 1 4
   summarize stage2_space_to_batch stage2_im2col

@@ -119,3 +119,22 @@ def test_profile_summary_attributes_kernels_to_source_scopes(tmp_path, capsys):
     assert summary.scope_of("/while/body/closed_call/vmap(AGame.predict_object)/mask_prop/"
                             "layer01_conv2/conv_general_dilated") == \
         "fwd AGame.predict_object/mask_prop/layer01_conv2"
+
+
+def test_random_variables_match_init_in_structure_and_distribution():
+    import jax
+    import numpy as np
+    from agame_jax import init_variables
+    common = _load("common")
+    cfg = common.model_config("float32", True)
+    fast = common.random_variables(cfg)
+    real = init_variables(cfg, jax.random.key(0))
+    assert jax.tree_util.tree_structure(fast) == jax.tree_util.tree_structure(real)
+    for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(fast)[0],
+                            jax.tree_util.tree_leaves(real)):
+        a, b = np.asarray(a), np.asarray(b)
+        assert a.shape == b.shape and a.dtype == b.dtype, path
+        if path[-1].key == "kernel" and b.size >= 256:
+            assert 0.7 < a.std() / b.std() < 1.3, path     # lecun_normal is truncated
+        elif path[-1].key != "kernel":
+            np.testing.assert_array_equal(a, b, err_msg=str(path))
