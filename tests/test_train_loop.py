@@ -198,3 +198,18 @@ def test_early_stopping_and_schedule():
     assert Schedule.from_config(train, num_videos=3231) == Schedule(807, 160 * 807)
     train.clips_per_epoch, train.num_steps = 100, 7
     assert Schedule.from_config(train, num_videos=3231) == Schedule(25, 7)
+
+
+def test_progress_prints_to_the_current_stdout(monkeypatch):
+    """The default stream is looked up when printing, not when the class was defined."""
+    import io
+    import sys
+    from agame_jax.train.logging import Progress
+    progress = Progress(10, 0, 4)
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdout", first)
+    progress.line(1, {"loss": 1.0, "learning_rate": 1e-3}, first=True)
+    first.close()
+    monkeypatch.setattr(sys, "stdout", second)
+    progress.line(2, {"loss": 0.5, "learning_rate": 1e-3})
+    assert "step 2/10" in second.getvalue()

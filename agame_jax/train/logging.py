@@ -69,7 +69,9 @@ class Progress:
     """Periodic progress lines: step, loss, lr, snippets/s and the time left."""
 
     def __init__(self, total_steps: int, start_step: int, batch_size: int, enabled: bool = True,
-                 stream=sys.stdout):
+                 stream=None):
+        # ``None``: whatever ``sys.stdout`` is when a line is printed (a default bound at
+        # import time would keep writing to a stream that was replaced and closed since).
         self.total, self.batch, self.enabled, self.stream = total_steps, batch_size, enabled, stream
         self.last_step, self.last_time = start_step, time.perf_counter()
 
@@ -93,5 +95,5 @@ class Progress:
                 parts.append(f"compile + first step {seconds:.1f} s")
             else:
                 parts += [f"{rate:.2f} snippets/s", f"ETA {format_duration(eta)}"]
-            print(" | ".join(parts), file=self.stream, flush=True)
+            print(" | ".join(parts), file=self.stream or sys.stdout, flush=True)
         return {} if first else {"snippets_per_s": rate}
