@@ -5,8 +5,9 @@ object's ``[h, w, C]`` map, or a batch ``[N, h, w, C]``). Names mirror the autho
 modules so their weights map one-to-one (``agame_jax.convert``).
 
 The work that does not depend on an object (mask propagation's current-frame term, the
-upsampler's skip projections) has its own methods, so that the model can run it on all
-frames of a clip in one batch before the per-frame, per-object recurrence.
+upsampler's skip projections and their terms of the blend convolutions) has its own
+methods, so that the model can run it on all frames of a clip in one batch before the
+per-frame, per-object recurrence.
 """
 from __future__ import annotations
 
@@ -193,8 +194,14 @@ class Fusion(nn.Module):
 class Upsampler(nn.Module):
     """Refines the coarse encoding with layer2 and layer1 features ("segmod").
 
-    ``project(s8 [..., 2h, 2w, C8], s4 [..., 4h, 4w, C4]) -> (skip8, skip4)``: the 1×1
-    projections (with ReLU) of the skip features, ``[..., ·, ·, U]``; object-independent.
+    The authors' module, per level (stride 8, then 4): project the skip map (1×1 conv,
+    ReLU), concatenate ``[skip, upsample×2(x)]``, blend (3×3 conv, ReLU); then a 3×3
+    predictor. Each blend conv is split by linearity into its skip-map term, which does
+    not depend on the object, and its object term:
+
+    ``project(s8 [..., 2h, 2w, C8], s4 [..., 4h, 4w, C4]) -> (skip8, skip4)``: the skip
+    maps' terms of the two blend convolutions, ``[..., ·, ·, U]`` in the compute dtype
+    (without bias); object-independent, so computed once per frame;
     ``__call__(encoding [..., h, w, E], skip8, skip4)`` returns fine logits
     ``[..., 16h, 16w, 2]`` float32 (bilinear ×4 of the stride-4 prediction, before the
     softmax).
@@ -207,18 +214,28 @@ class Upsampler(nn.Module):
         c = cfg.upsampler_channels
         self.project_s8 = _conv(cfg, c, 1)
         self.project_s4 = _conv(cfg, c, 1)
-        self.blend_s8 = _conv(cfg, c, 3)
-        self.blend_s4 = _conv(cfg, c, 3)
+        self.blend_s8 = SlicedConv(2 * c, c, 3, dtype=cfg.compute_dtype,
+                                   param_dtype=cfg.params_dtype)
+        self.blend_s4 = SlicedConv(2 * c, c, 3, dtype=cfg.compute_dtype,
+                                   param_dtype=cfg.params_dtype)
         self.predictor = _conv(cfg, 2, 3)
 
     def project(self, s8: jax.Array, s4: jax.Array) -> tuple[jax.Array, jax.Array]:
         dt = self.config.compute_dtype
-        return (nn.relu(self.project_s8(s8.astype(dt))), nn.relu(self.project_s4(s4.astype(dt))))
+        terms = []
+        for s, project, blend in ((s8, self.project_s8, self.blend_s8),
+                                  (s4, self.project_s4, self.blend_s4)):
+            skip = nn.relu(project(s.astype(dt)))
+            terms.append(blend.part(skip, 0).astype(dt))      # input channels [0, U)
+        return terms[0], terms[1]
 
     def __call__(self, encoding, skip8, skip4):
+        cfg = self.config
         x = encoding
-        for skip, blend in ((skip8, self.blend_s8), (skip4, self.blend_s4)):
-            x = jnp.concatenate([skip, upsample_bilinear(x, 2).astype(skip.dtype)], axis=-1)
-            x = nn.relu(blend(x))
+        for term, blend in ((skip8, self.blend_s8), (skip4, self.blend_s4)):
+            up = upsample_bilinear(x, 2).astype(cfg.compute_dtype)
+            x = (term.astype(jnp.float32) + blend.part(up, cfg.upsampler_channels)
+                 + blend.bias_term())
+            x = nn.relu(x).astype(cfg.compute_dtype)
         logits = self.predictor(x)
         return upsample_bilinear(logits.astype(jnp.float32), 4)
