@@ -10,7 +10,7 @@ warm-up call (so compilation is excluded), with the state carried in from a prev
 chunk, so every frame of the chunk is predicted. ``--videos N`` runs N videos at once
 (the chunk program vmapped over a video axis, as a dataset evaluation could). The
 "encode" row times the object-independent part alone (backbone, appearance projection,
-mask propagation's current-frame term, the upsampler's skip projections); the
+mask propagation's current-frame term, the upsampler's skip terms); the
 difference between object counts gives the cost of one more object.
 """
 from __future__ import annotations
