@@ -85,8 +85,8 @@ def main(argv=None):
     frames = jnp.asarray(rng.integers(0, 256, (t_len, h, w, 3), dtype=np.uint8))
     rows = []
 
-    header = ["work", "variant", "dtype", "videos", "objects", "size", "chunk", "ms/frame", "frames/s",
-              "obj-frames/s", "GFLOP/frame", "TFLOP/s", "MFU", "compile+1st s",
+    header = ["work", "variant", "dtype", "videos", "objects", "size", "chunk", "ms/frame",
+              "frames/s", "obj-frames/s", "GFLOP/frame", "TFLOP/s", "MFU", "compile+1st s",
               "program GiB", "process peak GiB"]
 
     def measure(label, variant, dtype, videos, n_obj, fn, call_args):

@@ -30,9 +30,10 @@ class Features:
     ``s4 [..., H/4, W/4, C4]``, ``s8 [..., H/8, W/8, C8]``, ``s16 [..., H/16, W/16, C16]``;
     ``app [..., H/16, W/16, D]`` float32 appearance features; ``prop [..., H/16, W/16, P]``
     float32 mask propagation's current-frame term; ``skip8``/``skip4`` the skip maps'
-    terms of the upsampler's blend convolutions ``[..., H/8|H/4, W/8|W/4, U]``. ``app``/``prop`` are ``None`` in
-    the ablations without that module. They are computed here, batched over all frames,
-    so that the per-frame recurrence only runs what depends on the objects.
+    terms of the upsampler's blend convolutions ``[..., H/8|H/4, W/8|W/4, U]``.
+    ``app``/``prop`` are ``None`` in the ablations without that module. They are computed
+    here, batched over all frames, so that the per-frame recurrence only runs what
+    depends on the objects.
     """
 
     s4: jax.Array

@@ -17,8 +17,9 @@ as (``method``):
 The three give the same values and gradients up to rounding. They exist because
 convolution libraries implement dilated kernels, and above all their gradients, with
 less optimised code paths than plain convolutions and matrix products; which one is
-fastest depends on the device and the shapes (``benchmarks/train_step.py --set
-dilated_conv=…`` measures it), so the model takes the choice from its config.
+fastest depends on the device and the shapes (``benchmarks/train_step.py --model
+dilated_conv=…`` and ``benchmarks/gpu_ab.sh`` measure it), so the model takes the choice
+from its config.
 """
 from __future__ import annotations
 
