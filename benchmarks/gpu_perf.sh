@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole speed benchmark on one GPU, in one go (README "Performance"): inference at
 # 480x864 with 1/2/5 objects (bfloat16), 4 videos at once, float32 (TF32) for comparison,
+# Segmenter.stream end to end on a 128-frame 480x854 host video (transfers, padding, labels),
 # the stage-1 and stage-2 training steps, each with FLOP utilisation and memory, plus a
 # jax.profiler trace of the main programs summarised per kernel and per source scope.
 # Usage: bash benchmarks/gpu_perf.sh [OUT_DIR [KEY=VALUE ...]]   (about 6 minutes on an H100)
@@ -13,7 +14,7 @@ model=(); [ $# -gt 0 ] && model=(--model "$@")
   git log -1 --format='commit %H %cd' 2>/dev/null
   echo "model overrides: ${*:-none}"
   run python3 benchmarks/inference.py --objects 1 2 5 --dtype bfloat16 "${model[@]}" \
-      --profile "$prof/inference"
+      --profile "$prof/inference" --stream 128
   run python3 benchmarks/train_step.py --dtype bfloat16 "${model[@]}" --profile "$prof/stage1"
   run python3 benchmarks/train_step.py --dtype bfloat16 --batch 2 --frames 14 --height 480 \
       --width 864 "${model[@]}" --profile "$prof/stage2"

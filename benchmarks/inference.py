@@ -77,6 +77,12 @@ def main(argv=None):
     parser.add_argument("--videos", type=int, nargs="+", default=[1],
                         help="videos processed at once (a vmapped video axis)")
     parser.add_argument("--no-encode", action="store_true", help="skip the encode-only row")
+    parser.add_argument("--stream", type=int, default=0, metavar="FRAMES",
+                        help="also run Segmenter.stream end to end on a host video of this "
+                             "many frames (uint8 in host memory, labels back to the host; "
+                             "no disk I/O), 1 object, after a warm-up pass")
+    parser.add_argument("--stream-size", default="480x854",
+                        help="frame size of the --stream video (padded inside the program)")
     args = parser.parse_args(argv)
     variables = setup_run(args)
     overrides = parse_overrides(args.model)
@@ -125,6 +131,34 @@ def main(argv=None):
                             dtype, videos, n_obj, fn, call_args)
     print("\nall rows:")
     print_table(header, rows)
+    if args.stream:
+        stream_rows = [stream_row(Segmenter(model_config(d, args.tiny, overrides), variables,
+                                            chunk_size=t_len), args.stream, args.stream_size)
+                       + [d] for d in args.dtype]
+        print("\nSegmenter.stream end to end (host frames in, label maps out, 1 object):")
+        print_table(["video", "chunk", "wall frames/s", "model frames/s", "dtype"],
+                    stream_rows)
+
+
+def stream_row(seg: Segmenter, n_frames: int, size: str) -> list:
+    """Time ``seg.stream`` over a random host video of ``n_frames`` at ``size`` ("HxW"):
+    wall-clock frames/s of the whole loop (after a warm-up pass that compiles) and the
+    model frames/s that ``seg.timing`` reports (chunks from dispatch to labels on the
+    host)."""
+    import time
+    h, w = (int(v) for v in size.split("x"))
+    rng = np.random.default_rng(1)
+    video = rng.integers(0, 256, (n_frames, h, w, 3), dtype=np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    mask[h // 4: h // 2, w // 4: w // 2] = 1
+    for _ in seg.stream(video, {0: mask}):             # compiles both chunk programs
+        pass
+    t0 = time.perf_counter()
+    count = sum(1 for _ in seg.stream(video, {0: mask}))
+    wall = time.perf_counter() - t0
+    timing = seg.timing
+    model_fps = timing["frames"] / timing["seconds"] if timing["seconds"] else None
+    return [f"{n_frames}x{h}x{w}", seg.chunk_size, count / wall, model_fps]
 
 
 if __name__ == "__main__":
