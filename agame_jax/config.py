@@ -123,6 +123,22 @@ class ModelConfig:
         import ml_collections
         return ml_collections.ConfigDict(dataclasses.asdict(self))
 
+    def with_overrides(self, items) -> "ModelConfig":
+        """A copy with fields set from ``"key=value"`` strings (command lines): values
+        are Python literals where they parse (``(1, 2)``, ``True``, ``0.5``), else
+        strings. Unknown fields raise ``ValueError``."""
+        import ast
+        fields = self.to_dict()
+        for item in items:
+            key, sep, value = str(item).partition("=")
+            if not sep:
+                raise ValueError(f"expected key=value, got {item!r}")
+            try:
+                fields[key.strip()] = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                fields[key.strip()] = value
+        return ModelConfig.from_any(fields)
+
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v)
                 for k, v in dataclasses.asdict(self).items()}

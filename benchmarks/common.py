@@ -1,7 +1,6 @@
 """Shared helpers of the benchmark scripts: configs, timing, FLOPs, memory, tables."""
 from __future__ import annotations
 
-import ast
 import math
 import statistics
 import time
@@ -22,18 +21,15 @@ def model_config(dtype: str, tiny: bool, overrides: dict | None = None) -> Model
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """``["dilated_conv=im2col", "pyramid_dilations=(1, 2)"]`` → a dict of values (Python
-    literals where they parse, else strings); unknown fields fail in ``ModelConfig``."""
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--model expects key=value, got {item!r}")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
+    """``["dilated_conv=im2col", "pyramid_dilations=(1, 2)"]`` → the changed fields
+    (parsed as ``ModelConfig.with_overrides`` does; unknown fields are an error)."""
+    try:
+        changed = ModelConfig().with_overrides(items).to_dict()
+    except ValueError as e:
+        raise SystemExit(f"--model: {e}") from None
+    keys = [item.partition("=")[0].strip() for item in items]
+    return {k: (tuple(changed[k]) if isinstance(changed[k], list) else changed[k])
+            for k in keys}
 
 
 def variant_label(overrides: dict, unroll: int = 1) -> str:

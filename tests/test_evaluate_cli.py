@@ -81,3 +81,18 @@ def test_segment_and_score_with_a_checkpoint(tmp_path, tiny_model):
                  "--sequences", "rollerblade", "--output", str(out), "--resume"]) == 0
     assert json.loads((out / "timing.json").read_text())["skipped_videos"] == 1
     assert _global(out) == g
+
+
+def test_model_overrides_change_settings_not_parameters(tmp_path, tiny_model, capsys):
+    cfg, variables = tiny_model
+    ckpt = checkpoint.save_variables(tmp_path / "ckpt", variables, cfg.with_overrides(
+        ["dtype=bfloat16"]))
+    out = tmp_path / "out"
+    common = ["--checkpoint", str(ckpt), "--dataset", "davis2016", "--data-root", str(SAMPLE),
+              "--sequences", "rollerblade", "--output", str(out)]
+    assert main(common + ["--model", "dtype=float32", "dilated_conv=im2col"]) == 0
+    assert json.loads((out / "timing.json").read_text())["dtype"] == "float32"
+    assert main(common + ["--model", "appearance_dim=8"]) == 1
+    assert "changes the model's parameters" in capsys.readouterr().err
+    assert main(common + ["--model", "no_such_field=1"]) == 1
+    assert "unknown model config field" in capsys.readouterr().err

@@ -163,6 +163,19 @@ def zip_results(output: Path) -> Path:
     return final
 
 
+def _override_model(cfg, variables, items: list[str]):
+    """``cfg`` with ``--model`` overrides, refused (``ValueError``) where they would change
+    the parameters the checkpoint holds."""
+    import jax
+    from agame_jax.api import variable_shapes
+    new = cfg.with_overrides(items)
+    shapes = lambda tree: jax.tree_util.tree_map(lambda x: tuple(x.shape), tree)
+    if shapes(variable_shapes(new)) != shapes(dict(variables)):
+        raise ValueError(f"--model {' '.join(items)} changes the model's parameters; only "
+                         "settings such as dtype or dilated_conv can be overridden")
+    return new
+
+
 def _select_videos(args) -> list:
     if args.dataset in ("davis2017", "davis2016"):
         return video_sources.davis_videos(args.data_root, args.split,
@@ -192,6 +205,10 @@ def main(argv=None) -> int:
     parser.add_argument("--visualize", action="store_true",
                         help="overlays per frame and a GIF per video in OUT/visualize, and a "
                              "per-sequence J&F bar chart where there is ground truth")
+    parser.add_argument("--model", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="override model settings of the checkpoint that leave its "
+                             "parameters as they are, e.g. dtype=float32 (agreement with "
+                             "float32; TF32 on GPUs) or dilated_conv=im2col")
     parser.add_argument("--io-threads", type=int, default=default_workers(),
                         help="threads that read frames and write results (default: the "
                              "cores, at most 8)")
@@ -227,6 +244,8 @@ def main(argv=None) -> int:
             output.mkdir(parents=True, exist_ok=True)
             from agame_jax import checkpoint
             cfg, variables = checkpoint.load_variables(args.checkpoint)
+            if args.model:
+                cfg = _override_model(cfg, variables, args.model)
             local = jax.local_devices()
             count = len(local) if args.devices == 0 else min(args.devices, len(local))
             segmenters = [Segmenter(cfg, variables, chunk_size=args.chunk_size,
