@@ -12,7 +12,13 @@ mkdir -p "$out" "$prof"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/agame_jax_cache}
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-2}
-run() { echo "=== $*"; local t0=$SECONDS; "$@"; echo "=== exit $? after $((SECONDS - t0)) s"; }
+# Each command is stopped after $STEP_TIMEOUT seconds (default 300; 0: never), so one that
+# hangs (a compile, an autotuning) leaves time for the rest of the script.
+run() {
+  echo "=== $*"; local t0=$SECONDS
+  timeout "${STEP_TIMEOUT:-300}" "$@"
+  echo "=== exit $? after $((SECONDS - t0)) s"
+}
 # summarize NAME...: one kernel/scope summary per profile folder, as $out/prof_NAME.txt.
 summarize() {
   for name in "$@"; do

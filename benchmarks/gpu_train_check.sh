@@ -4,6 +4,7 @@
 # bfloat16) on synthetic videos with validation, checkpoints and the best export, then a
 # few steps of stage 2 (2x14 frames at 480x864) started from it.
 # Usage: bash benchmarks/gpu_train_check.sh [OUT_DIR] [STAGE1_STEPS]
+STEP_TIMEOUT=${STEP_TIMEOUT:-0}          # training runs as long as its steps take
 source "$(dirname "$0")/gpu_env.sh"
 steps=${2:-200}
 workers=$(( $(nproc) > 2 ? $(nproc) - 2 : 1 ))
