@@ -80,16 +80,20 @@ def test_threaded_frame_reading_equals_sequential(tmp_path):
     assert len(many) == 7 and all(np.array_equal(a, b) for a, b in zip(one, many))
 
 
+def _segmenter_and_video(tiny_model, n_frames: int, seed: int):
+    """A Segmenter with 3-frame chunks, random 32×48 frames and a first-frame mask."""
+    from agame_jax import Segmenter
+    cfg, variables = tiny_model
+    frames = np.random.default_rng(seed).integers(0, 256, (n_frames, 32, 48, 3), np.uint8)
+    mask = np.zeros((32, 48), np.uint8)
+    mask[8:20, 10:30] = 1
+    return Segmenter(cfg, variables, chunk_size=3), frames, mask
+
+
 def test_model_time_leaves_out_the_callers_time(tiny_model):
     """The caller's work between frames (writing files) overlaps the device's and is not
     counted as model time."""
-    from agame_jax import Segmenter
-    cfg, variables = tiny_model
-    rng = np.random.default_rng(0)
-    frames = rng.integers(0, 256, (12, 32, 48, 3), dtype=np.uint8)
-    mask = np.zeros((32, 48), np.uint8)
-    mask[8:20, 10:30] = 1
-    seg = Segmenter(cfg, variables, chunk_size=3)
+    seg, frames, mask = _segmenter_and_video(tiny_model, 12, seed=0)
     list(seg.stream(frames, {0: mask}))                     # compile both programs
     pause = 0.05
     for t, _ in seg.stream(frames, {0: mask}):
@@ -100,13 +104,7 @@ def test_model_time_leaves_out_the_callers_time(tiny_model):
 
 def test_next_chunk_is_dispatched_before_a_chunk_is_handed_out(tiny_model):
     """While the caller handles chunk k, chunk k+1 is already on the device."""
-    from agame_jax import Segmenter
-    cfg, variables = tiny_model
-    rng = np.random.default_rng(1)
-    frames = rng.integers(0, 256, (10, 32, 48, 3), dtype=np.uint8)
-    mask = np.zeros((32, 48), np.uint8)
-    mask[8:20, 10:30] = 1
-    seg = Segmenter(cfg, variables, chunk_size=3)
+    seg, frames, mask = _segmenter_and_video(tiny_model, 10, seed=1)
     dispatched = []
     program = seg._program
 
