@@ -259,6 +259,27 @@ def random_variables(cfg: ModelConfig, seed: int = 0) -> dict:
     return jax.tree_util.tree_map_with_path(draw, variable_shapes(cfg))
 
 
+def steady_chunk_args(seg, variables, frames, objects, lanes: int = 1) -> tuple:
+    """Arguments of ``seg.run_chunk`` after ``variables`` for a chunk inside one video per
+    lane: ``frames [T, H, W, 3]`` (the same in every lane), ``objects`` an
+    ``ObjectTrack [S]`` given at frame 0, every frame predicted (frame indices 2, 3, …).
+    The carried-in states are placeholders of the right shapes: the program has no
+    data-dependent control flow, so their values do not change its speed. Works on
+    arrays and, under ``jax.eval_shape``, on shapes."""
+    import jax.numpy as jnp
+    from agame_jax.lanes import MAX_PIECES
+    t_len, h, w = frames.shape[:3]
+    slots = objects.first_frame.shape[0]
+    shapes = seg.state_shapes(((h, w), slots), lanes, variables)
+    states = jax.tree_util.tree_map(lambda s: jnp.full(s.shape, 0.5, s.dtype), shapes)
+    per_lane = lambda x, lead: jnp.broadcast_to(x, lead + x.shape)
+    index = 2 + jnp.arange(t_len, dtype=jnp.int32)
+    return (states, per_lane(frames, (lanes,)), per_lane(index, (lanes,)),
+            jnp.zeros((lanes, t_len), jnp.int32), jnp.full((lanes, MAX_PIECES), 2, jnp.int32),
+            jax.tree_util.tree_map(lambda x: per_lane(x, (lanes, MAX_PIECES)), objects),
+            per_lane(jnp.arange(slots + 1, dtype=jnp.uint8), (lanes, MAX_PIECES)))
+
+
 def device_line() -> str:
     d = jax.devices()[0]
     return f"device: {d.device_kind} ({jax.default_backend()}), jax {jax.__version__}"

@@ -8,7 +8,7 @@
 Times the compiled chunk program of ``Segmenter`` on device-resident frames after a
 warm-up call (so compilation is excluded), with the state carried in from a previous
 chunk, so every frame of the chunk is predicted. ``--videos N`` runs N videos at once
-(the chunk program vmapped over a video axis, as a dataset evaluation could). The
+(the program's lanes: ``evaluate.py --lanes N``). The
 "encode" row times the object-independent part alone (backbone, appearance projection,
 mask propagation's current-frame term, the upsampler's skip terms); the
 difference between object counts gives the cost of one more object.
@@ -16,7 +16,6 @@ difference between object counts gives the cost of one more object.
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from pathlib import Path
 
@@ -27,7 +26,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     add_common_args, compile_and_time, matmul_flops, model_config, peak_memory_gib,
-    parse_overrides, print_table, profile_calls, setup_run, utilisation, variant_label)
+    parse_overrides, print_table, profile_calls, setup_run, steady_chunk_args, utilisation,
+    variant_label)
 
 from agame_jax import Segmenter  # noqa: E402
 from agame_jax.model import recurrent  # noqa: E402
@@ -43,31 +43,10 @@ def _objects(n_obj: int, height: int, width: int) -> recurrent.ObjectTrack:
 
 
 def chunk_program(seg: Segmenter, variables, frames, objects, videos: int):
-    """``(jitted, args)``: the later-chunk program for ``videos`` copies of the video.
-
-    The carried-in states are placeholders of the right shapes (the program has no
-    data-dependent control flow, so their values do not change its speed); making real
-    ones would compile the first-chunk program as well."""
-    model = seg.model
-
-    def first_states(v, f, o):
-        feats = model.apply(v, f[None, :1], method=AGame.encode)
-        return recurrent.init_states(model, v, jax.tree_util.tree_map(lambda x: x[0, 0], feats),
-                                     o.init_seg)
-
-    shapes = jax.eval_shape(first_states, variables, frames, objects)
-    states = jax.tree_util.tree_map(lambda s: jnp.full(s.shape, 0.5, s.dtype), shapes)
-    if videos == 1:
-        return jax.jit(functools.partial(seg._run_chunk, first=False)), (
-            variables, states, frames, 2, objects)
-    stack = lambda tree: jax.tree_util.tree_map(
-        lambda x: jnp.broadcast_to(x, (videos,) + x.shape) + jnp.zeros((), x.dtype), tree)
-
-    @jax.jit
-    def run(variables, states, frames, objects):
-        one = lambda s, f, o: seg._run_chunk(variables, s, f, 2, o, first=False)
-        return jax.vmap(one)(states, frames, objects)
-    return run, (variables, stack(states), stack(frames), stack(objects))
+    """``(jitted, args)``: ``Segmenter``'s chunk program with ``videos`` lanes, each inside
+    a video (``common.steady_chunk_args``): exactly what ``evaluate.py`` runs."""
+    return (jax.jit(seg.run_chunk),
+            (variables,) + steady_chunk_args(seg, variables, frames, objects, videos))
 
 
 def main(argv=None):
@@ -75,7 +54,7 @@ def main(argv=None):
     add_common_args(parser, height=480, width=864, frames=32)     # frames: per chunk
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 2, 5])
     parser.add_argument("--videos", type=int, nargs="+", default=[1],
-                        help="videos processed at once (a vmapped video axis)")
+                        help="videos processed at once (the Segmenter's lanes)")
     parser.add_argument("--no-encode", action="store_true", help="skip the encode-only row")
     parser.add_argument("--stream", type=int, default=0, metavar="FRAMES",
                         help="also run Segmenter.stream end to end on a host video of this "
@@ -151,7 +130,7 @@ def stream_row(seg: Segmenter, n_frames: int, size: str) -> list:
     video = rng.integers(0, 256, (n_frames, h, w, 3), dtype=np.uint8)
     mask = np.zeros((h, w), np.uint8)
     mask[h // 4: h // 2, w // 4: w // 2] = 1
-    for _ in seg.stream(video, {0: mask}):             # compiles both chunk programs
+    for _ in seg.stream(video, {0: mask}):             # compiles the chunk program
         pass
     t0 = time.perf_counter()
     count = sum(1 for _ in seg.stream(video, {0: mask}))

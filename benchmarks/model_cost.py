@@ -8,13 +8,14 @@ shapes are counted (``common.matmul_flops``: a multiply-add is 2, loop bodies co
 per frame). "encode" is the object-independent work of a
 frame (backbone, appearance projection, mask propagation's current-frame term, skip
 projections); "per object" is the difference between the chunk programs for 2 and 1
-objects, divided by the frames (heads, mixture fit and update, aggregation).
+objects, divided by the frames (heads, mixture fit and update, aggregation, and each
+chunk's share of the objects' initial states). Chunks of ``--frames`` (default 32, the
+evaluation's chunk) as ``Segmenter`` runs them.
 REFERENCE.md counts ≈ 164 GFLOP for the backbone and ≈ 88 + 7 GFLOP per object.
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import matmul_flops, model_config, print_table  # noqa: E402
+from common import matmul_flops, model_config, print_table, steady_chunk_args  # noqa: E402
 
 from agame_jax import Segmenter  # noqa: E402
 from agame_jax.model import recurrent  # noqa: E402
@@ -35,7 +36,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--height", type=int, default=480)
     parser.add_argument("--width", type=int, default=864)
-    parser.add_argument("--frames", type=int, default=4)
+    parser.add_argument("--frames", type=int, default=32)
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--no-training", action="store_true",
                         help="skip the FLOPs of the stage-1 and stage-2 training steps")
@@ -60,18 +61,15 @@ def main(argv=None):
     enc = matmul_flops(encode, variables, frames)
     bb = matmul_flops(backbone, variables, frames)
     seg = Segmenter(cfg, None)
-    chunk = jax.jit(functools.partial(seg._run_chunk, first=False))
     per_count = {}
     for n_obj in (1, 2):
         hs, ws = h // 16, w // 16
         objects = recurrent.ObjectTrack(
             first_frame=jax.ShapeDtypeStruct((n_obj,), jnp.int32),
             init_seg=jax.ShapeDtypeStruct((n_obj, hs, ws, 2), jnp.float32))
-        feats = jax.eval_shape(encode, variables, frames)
-        states = jax.eval_shape(lambda v, f, o: recurrent.init_states(
-            model, v, jax.tree_util.tree_map(lambda x: x[0, 0], f), o.init_seg),
-            variables, feats, objects)
-        per_count[n_obj] = matmul_flops(chunk, variables, states, frames, 2, objects)
+        chunk_args = jax.eval_shape(lambda v, f, o: steady_chunk_args(seg, v, f, o),
+                              variables, frames, objects)
+        per_count[n_obj] = matmul_flops(seg.run_chunk, variables, *chunk_args)
     g = lambda f: f / t_len / 1e9
     per_object = per_count[2] - per_count[1]
     rows += [[f"GFLOP/frame: backbone (to layer4) at {h}x{w}", g(bb)],

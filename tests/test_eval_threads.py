@@ -94,7 +94,7 @@ def test_model_time_leaves_out_the_callers_time(tiny_model):
     """The caller's work between frames (writing files) overlaps the device's and is not
     counted as model time."""
     seg, frames, mask = _segmenter_and_video(tiny_model, 12, seed=0)
-    list(seg.stream(frames, {0: mask}))                     # compile both programs
+    list(seg.stream(frames, {0: mask}))                     # compile the program
     pause = 0.05
     for t, _ in seg.stream(frames, {0: mask}):
         time.sleep(pause)
@@ -108,9 +108,9 @@ def test_next_chunk_is_dispatched_before_a_chunk_is_handed_out(tiny_model):
     dispatched = []
     program = seg._program
 
-    def counting(first, with_probs):
-        run = program(first, with_probs)
-        return lambda *args: (dispatched.append(args[3]), run(*args))[1]
+    def counting(with_probs):
+        run = program(with_probs)                  # args[3]: frame_index [lanes, chunk]
+        return lambda *args: (dispatched.append(int(args[3][0, 0])), run(*args))[1]
     seg._program = counting
     seen = {}
     for t, _ in seg.stream(frames, {0: mask}):

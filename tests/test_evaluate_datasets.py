@@ -96,18 +96,31 @@ def test_bad_frames_and_masks_fail_cleanly(tmp_path, ckpt, capsys):
     assert rc == 1 and "a/00000.png: mask is 10x12, its frame is 48x64" in capsys.readouterr().err
 
 
-def test_videos_spread_over_devices_give_the_same_results(tmp_path, ckpt):
+def test_videos_spread_over_devices_or_lanes_give_the_same_results(tmp_path, ckpt):
+    """One device, two devices, or two lanes with 2-frame chunks (videos starting and
+    ending inside chunks): the same label maps; timing.json accounts for the padding."""
     import jax
     assert len(jax.local_devices()) >= 2, "conftest asks for 4 fake CPU devices"
     root = write_davis(tmp_path / "davis", {"a": 4, "b": 3, "c": 3}, split="val")
-    outs = {}
-    for devices in ("1", "2"):
-        out = tmp_path / f"out{devices}"
+    runs = {"1 device": ["--devices", "1"], "2 devices": ["--devices", "2"],
+            "2 lanes": ["--lanes", "2", "--chunk-size", "2"]}
+    outs, timings = {}, {}
+    for name, extra in runs.items():
+        out = tmp_path / name.replace(" ", "_")
         assert main(["--checkpoint", str(ckpt), "--dataset", "davis2017", "--data-root",
-                     str(root), "--output", str(out), "--devices", devices]) == 0
-        outs[devices] = out
-        assert json.loads((out / "timing.json").read_text())["devices"] == int(devices)
+                     str(root), "--output", str(out)] + extra) == 0
+        outs[name] = out
+        timings[name] = json.loads((out / "timing.json").read_text())
+    assert timings["2 devices"]["devices"] == 2 and timings["1 device"]["devices"] == 1
+    # 10 frames: 1 device streams them back to back into one 32-frame chunk (it took 3);
+    # 2 lanes of 2 frames: a0-1 | b0-1, a2-3 | b2 c0, idle | c1-2: 3 chunks of 4 positions.
+    assert timings["1 device"]["computed_positions"] == 32
+    assert timings["2 lanes"]["lanes"] == 2 and timings["2 lanes"]["computed_positions"] == 12
+    assert timings["2 lanes"]["padding"] == pytest.approx(1 - 10 / 12)
     for seq in ("a", "b", "c"):
-        for png in sorted((outs["1"] / seq).glob("*.png")):
-            np.testing.assert_array_equal(davis.read_image(png),
-                                          davis.read_image(outs["2"] / seq / png.name))
+        pngs = sorted((outs["1 device"] / seq).glob("*.png"))
+        assert len(pngs) == {"a": 4, "b": 3, "c": 3}[seq]
+        for png in pngs:
+            for other in ("2 devices", "2 lanes"):
+                np.testing.assert_array_equal(davis.read_image(png),
+                                              davis.read_image(outs[other] / seq / png.name))

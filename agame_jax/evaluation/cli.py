@@ -43,45 +43,72 @@ def _remember(frames, store: dict, keep: int):
         yield frame
 
 
-def segment_video(segmenter, video, out: Path, *, visualize: Path | None = None,
-                  overlay_gif: bool = False, io_workers: int = 1) -> dict:
-    """Segment one ``EvalVideo`` into palette PNGs in ``out`` (written to a temporary
-    folder renamed when complete); returns its frame count and model timing.
-    ``io_workers`` threads decode frames ahead of the model and write results behind it
-    (one chunk ahead / behind at most)."""
-    from agame_jax.viz import overlay, write_gif
-    names = video.frame_names
-    tmp = out.parent / f".{out.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    pictures = visualize / video.name if visualize else None
-    if pictures:
-        shutil.rmtree(pictures, ignore_errors=True)
-        pictures.mkdir(parents=True)
-    recent: dict[int, np.ndarray] = {}
-    gif = []
-    masks = video.masks()
-    chunk = segmenter.chunk_size
-    # The segmenter holds up to two chunks; the overlays need the frames a little longer.
-    frames = _remember(video.frames(io_workers, chunk), recent, 3 * chunk)
-    with BackgroundCalls(io_workers, chunk) as writes:
-        for t, label in segmenter.stream(frames, masks):
-            writes.submit(davis.write_label_png, tmp / f"{names[t]}.png", label)
-            if pictures or overlay_gif:
-                picture = overlay(recent[t], label)
-                if pictures:
-                    from PIL import Image
-                    writes.submit(lambda p, a: Image.fromarray(a).save(p, quality=90),
-                                  pictures / f"{names[t]}.jpg", picture)
-                if len(gif) < GIF_FRAMES:
-                    gif.append(picture)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    if gif:
-        write_gif((visualize / f"{video.name}.gif") if visualize else
-                  (out.parent / f"{out.name}_overlay.gif"), gif)
-    return {"frames": len(names), "masks": len(masks), **{
-        f"timed_{k}": segmenter.timing[k] for k in ("frames", "seconds")}}
+class _VideoOutput:
+    """One video's results while it is segmented: palette PNGs written (on ``io_workers``
+    threads, at most a chunk behind) to a temporary folder renamed into place when the
+    video is complete; with ``visualize``, overlays per frame and a GIF."""
+
+    def __init__(self, video, out: Path, *, visualize: Path | None, overlay_gif: bool,
+                 io_workers: int, chunk: int):
+        self.video, self.out, self.names = video, out, video.frame_names
+        self.visualize, self.overlay_gif = visualize, overlay_gif
+        self.tmp = out.parent / f".{out.name}.tmp"
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.tmp.mkdir(parents=True)
+        self.pictures = visualize / video.name if visualize else None
+        if self.pictures:
+            shutil.rmtree(self.pictures, ignore_errors=True)
+            self.pictures.mkdir(parents=True)
+        self.recent: dict[int, np.ndarray] = {}
+        self.gif: list[np.ndarray] = []
+        self.masks = video.masks()
+        # The segmenter holds up to two chunks; the overlays need the frames a little longer.
+        self.frames = _remember(video.frames(io_workers, chunk), self.recent, 3 * chunk)
+        self.writes = BackgroundCalls(io_workers, chunk)
+        self.written = 0
+        self.started = time.perf_counter()
+
+    def add(self, t: int, label: np.ndarray) -> bool:
+        """Write frame ``t``'s labels; True once every frame has been written."""
+        from agame_jax.viz import overlay
+        self.writes.submit(davis.write_label_png, self.tmp / f"{self.names[t]}.png", label)
+        if self.pictures or self.overlay_gif:
+            picture = overlay(self.recent[t], label)
+            if self.pictures:
+                from PIL import Image
+                self.writes.submit(lambda p, a: Image.fromarray(a).save(p, quality=90),
+                                   self.pictures / f"{self.names[t]}.jpg", picture)
+            if len(self.gif) < GIF_FRAMES:
+                self.gif.append(picture)
+        self.written += 1
+        return self.written == len(self.names)
+
+    def finish(self) -> dict:
+        """Wait for the writes, move the results into place; the video's record."""
+        from agame_jax.viz import write_gif
+        self.writes.__exit__(None, None, None)
+        shutil.rmtree(self.out, ignore_errors=True)
+        self.tmp.rename(self.out)
+        if self.gif:
+            write_gif((self.visualize / f"{self.video.name}.gif") if self.visualize else
+                      (self.out.parent / f"{self.out.name}_overlay.gif"), self.gif)
+        return {"frames": len(self.names), "masks": len(self.masks),
+                "seconds": time.perf_counter() - self.started}
+
+    def abandon(self) -> None:
+        """Stop the writer threads of an unfinished video (its results stay aside)."""
+        if self.writes.pool is not None:
+            self.writes.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def order_by_group(videos: list, bucket: bool = True) -> list:
+    """Videos sorted (stably) by ``lanes.group_key``, frame size and object bucket, so
+    that ``Segmenter.stream_many`` streams each group's videos back to back."""
+    from agame_jax.lanes import group_key
+    if len(videos) < 2:
+        return list(videos)
+    keys = {id(v): group_key(*v.size_and_object_count(), bucket) for v in videos}
+    return sorted(videos, key=lambda v: keys[id(v)])
 
 
 def segment_videos(segmenters, videos, result_dir, *, resume: bool = False,
@@ -89,10 +116,12 @@ def segment_videos(segmenters, videos, result_dir, *, resume: bool = False,
                    io_workers: int = 1) -> dict:
     """Segment ``videos`` (``EvalVideo``s); write palette PNGs to ``result_dir(video)``.
 
-    ``segmenters``: one ``Segmenter``, or one per device: videos are then spread over
-    them, one thread each. With ``visualize``, also ``visualize/<video>/<frame>.jpg``
-    overlays and ``visualize/<video>.gif``; ``overlay_gif`` writes the GIF beside the
-    results. ``io_workers``: threads per video for reading frames and writing results.
+    ``segmenters``: one ``Segmenter``, or one per device: the videos are then spread
+    over them, one thread each. Each streams its videos back to back through its lanes
+    (``Segmenter.stream_many``), ordered by frame size and object count. With
+    ``visualize``, also ``visualize/<video>/<frame>.jpg`` overlays and
+    ``visualize/<video>.gif``; ``overlay_gif`` writes the GIF beside the results.
+    ``io_workers``: threads per video for reading frames and writing results.
     Returns the timing summary: model time (no compilation, no disk I/O) and the wall
     time of the whole loop.
     """
@@ -107,17 +136,32 @@ def segment_videos(segmenters, videos, result_dir, *, resume: bool = False,
             log(f"{video.name}: already complete, skipped (--resume)")
         else:
             todo.append(video)
-    done = []
+    todo = order_by_group(todo, segmenters[0].bucket_objects)
+    done, timings = [], []
 
     def work(worker: int):
-        for k in range(worker, len(todo), len(segmenters)):
-            t0 = time.perf_counter()
-            record = segment_video(segmenters[worker], todo[k], result_dir(todo[k]),
-                                   visualize=visualize, overlay_gif=overlay_gif,
-                                   io_workers=io_workers)
-            done.append(record)
-            log(f"[{len(done)}/{len(todo)}] {todo[k].name}: {record['frames']} frames, "
-                f"{record['masks']} given mask(s), {time.perf_counter() - t0:.2f} s with I/O")
+        segmenter = segmenters[worker]
+        outputs: dict[int, _VideoOutput] = {}
+
+        def items():
+            for k in range(worker, len(todo), len(segmenters)):
+                outputs[k] = _VideoOutput(todo[k], result_dir(todo[k]), visualize=visualize,
+                                          overlay_gif=overlay_gif, io_workers=io_workers,
+                                          chunk=segmenter.chunk_size)
+                yield k, outputs[k].frames, outputs[k].masks
+
+        try:
+            for k, t, label in segmenter.stream_many(items()):
+                if outputs[k].add(t, label):
+                    record = outputs.pop(k).finish()
+                    done.append(record)
+                    log(f"[{len(done)}/{len(todo)}] {todo[k].name}: {record['frames']} "
+                        f"frames, {record['masks']} given mask(s), "
+                        f"{record['seconds']:.2f} s with I/O")
+        finally:
+            for output in outputs.values():
+                output.abandon()
+        timings.append(dict(segmenter.timing))
 
     wall = time.perf_counter()
     if len(segmenters) == 1:
@@ -127,18 +171,24 @@ def segment_videos(segmenters, videos, result_dir, *, resume: bool = False,
             for future in [pool.submit(work, i) for i in range(len(segmenters))]:
                 future.result()                  # re-raises a worker's error
     wall = time.perf_counter() - wall
-    timed_frames = sum(r["timed_frames"] for r in done)
-    timed_seconds = sum(r["timed_seconds"] for r in done)
+    timed_frames = sum(t["frames"] for t in timings)
+    timed_seconds = sum(t["seconds"] for t in timings)
+    frames = sum(r["frames"] for r in done)
+    computed = sum(t["computed"] for t in timings)
     first = segmenters[0]
-    return {"frames": sum(r["frames"] for r in done), "skipped_videos": skipped,
+    return {"frames": frames, "skipped_videos": skipped,
             "timed_frames": timed_frames, "seconds": timed_seconds,
             "fps": timed_frames / timed_seconds if timed_seconds else None,
-            "devices": len(segmenters), "wall_seconds": wall,
-            "wall_fps": sum(r["frames"] for r in done) / wall if done else None,
+            "devices": len(segmenters), "lanes": first.lanes, "chunk": first.chunk_size,
+            "computed_positions": computed,
+            "padding": 1.0 - frames / computed if computed else None,
+            "wall_seconds": wall, "wall_fps": frames / wall if done else None,
             "note": "frames/s of the model over chunks that needed no compilation (device "
                     "work and host transfers), excluding disk I/O; with several devices, "
                     "the sum of their times (per-device rate); wall_fps: all frames over the "
-                    "wall time of the whole loop, reading, writing and compiling included",
+                    "wall time of the whole loop, reading, writing and compiling included; "
+                    "padding: the share of computed chunk positions (lanes x chunk each) "
+                    "that held no frame",
             "compilations": sum(s.num_compilations for s in segmenters),
             "device": jax.devices()[0].device_kind, "dtype": str(first.config.compute_dtype)}
 
@@ -200,6 +250,9 @@ def main(argv=None) -> int:
     parser.add_argument("--results", type=Path, help="result PNGs to score (--score-only)")
     parser.add_argument("--sequences", nargs="+", help="only these sequences / videos")
     parser.add_argument("--chunk-size", type=int, default=32)
+    parser.add_argument("--lanes", type=int, default=1,
+                        help="videos segmented side by side in one batch per device (more "
+                             "throughput on a large accelerator, at more memory)")
     parser.add_argument("--resume", action="store_true",
                         help="skip videos whose results are already complete")
     parser.add_argument("--visualize", action="store_true",
@@ -249,7 +302,8 @@ def main(argv=None) -> int:
             local = jax.local_devices()
             count = len(local) if args.devices == 0 else min(args.devices, len(local))
             segmenters = [Segmenter(cfg, variables, chunk_size=args.chunk_size,
-                                    single_object=merge, device=d) for d in local[:count]]
+                                    lanes=args.lanes, single_object=merge, device=d)
+                          for d in local[:count]]
             if args.dataset == "ytvos":
                 result_dir = lambda v: output / "Annotations" / v.name
             else:

@@ -56,6 +56,21 @@ class EvalVideo:
                                 f"video's first is {size[0]}x{size[1]}")
             yield frame
 
+    def size_and_object_count(self) -> tuple[tuple[int, int], int]:
+        """``((H, W), objects)`` from the first frame's header and the masks (to order
+        videos by the program they need, before segmenting)."""
+        from PIL import Image
+        try:
+            with Image.open(self.frame_paths[0]) as image:
+                width, height = image.size
+        except (OSError, ValueError) as e:
+            raise DataError(f"{self.frame_paths[0]}: cannot read frame ({e})") from None
+        ids = set()
+        for path in self.mask_paths.values():
+            ids.update(np.unique(read_label(path, (height, width))).tolist())
+        count = len(ids - {0, 255})
+        return (height, width), min(count, 1) if self.merge_objects else count
+
     def masks(self) -> dict[int, np.ndarray]:
         """Frame index → label map, checked against the size of the first frame."""
         size = read_frame(self.frame_paths[0]).shape[:2]

@@ -164,6 +164,47 @@ def scan_frames(model: AGame, variables, states: ObjectState, feats: Features, s
                         unroll=unroll)
 
 
+def scan_segments(model: AGame, variables, states: ObjectState, feats: Features,
+                  frame_index: jax.Array, segment: jax.Array, starts: jax.Array,
+                  objects: ObjectTrack, *, unroll: int | bool = 1, **step_kwargs):
+    """``frame_step`` over a chunk holding the frames of up to G videos one after another.
+
+    This is how the ``Segmenter`` batches videos continuously: when a video ends inside
+    a chunk, the next one starts at the following frame, so no chunk is padded per video.
+    Each video's objects start from their own first frames (``first_frame == t``), and a
+    slot's state is not read before that, so a lane needs no reset between videos
+    (whatever the previous video, or the zeros of a first chunk, left there is
+    replaced before use).
+
+    Args:
+      states: ``ObjectState [O]`` carried from the previous chunk (that of the video in
+        segment 0 when it continues here).
+      feats: ``Features`` with leading ``[T]``.
+      frame_index: ``[T]`` int32, each frame's index in its own video; ``-1`` marks a
+        position with no frame (padding): it changes no state and outputs zeros.
+      segment: ``[T]`` int32 in ``[0, G)``, the video each frame belongs to.
+      starts: ``[G]`` int32, video g's frame index at chunk position 0 (its frames have
+        ``frame_index[i] = starts[g] + i``; negative for a video starting inside).
+      objects: ``ObjectTrack`` with leading ``[G, O]``, each video's objects.
+      unroll, step_kwargs: as for ``scan_frames`` / ``frame_step``.
+
+    Returns:
+      ``(states, outputs)`` as ``scan_frames``, outputs stacked on a leading ``[T]``.
+    """
+    fresh = jax.vmap(lambda start, objs: init_states_at_first_frames(
+        model, variables, feats, start, objs))(starts, objects)          # [G, O, …]
+
+    def body(carry, inputs):
+        feats_t, t, g = inputs
+        pick = lambda x: x[g]
+        return frame_step(model, variables, carry, feats_t, t,
+                          jax.tree_util.tree_map(pick, objects), late_objects=True,
+                          fresh_states=jax.tree_util.tree_map(pick, fresh), **step_kwargs)
+
+    per_frame = feats.replace(s4=None, s8=None, s16=None)
+    return jax.lax.scan(body, states, (per_frame, frame_index, segment), unroll=unroll)
+
+
 def forward_clips(model: AGame, variables, frames: jax.Array, first_masks: jax.Array, *,
                   train: bool = False, feedback: str = "coarse",
                   keep: Sequence[str] = ("coarse_logits", "fine_logits"), remat: bool = False,

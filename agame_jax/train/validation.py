@@ -118,10 +118,19 @@ class Validator:
         self.segmenter = Segmenter(model_config, None, chunk_size=chunk_size)
 
     def __call__(self, variables) -> tuple[dict, list]:
+        from agame_jax.lanes import masks_group
         self.segmenter.variables = variables
+        masks = [video.first_masks() for video in self.videos]
+        # Back to back through the Segmenter's chunks, sorted so that videos of one
+        # program (frame size, object bucket) follow each other.
+        order = sorted(range(len(self.videos)), key=lambda k: masks_group(
+            masks[k], self.videos[k].frames.shape[1:3]))
+        preds = [np.zeros(video.frames.shape[:3], np.uint8) for video in self.videos]
+        for k, t, labels in self.segmenter.stream_many(
+                (k, self.videos[k].frames, masks[k]) for k in order):
+            preds[k][t] = labels
         j_means, f_means, pictures = [], [], []
-        for k, video in enumerate(self.videos):
-            pred, _ = self.segmenter(video.frames, video.first_masks())
+        for k, (video, pred) in enumerate(zip(self.videos, preds)):
             scores = evaluate_sequence(pred, video.labels)
             for obj in scores.values():
                 j_means.append(float(np.nanmean(obj["J"])) if len(obj["J"]) else np.nan)

@@ -1,0 +1,183 @@
+"""Continuous batching of videos: the host-side packing (no model) and the Segmenter's
+``stream_many`` against segmenting each video on its own."""
+import numpy as np
+import pytest
+
+from agame_jax import Segmenter
+from agame_jax.lanes import MAX_PIECES, LaneScheduler, group_key, pool16
+
+
+def _fake_video(key, length, size=(16, 16), objects=1):
+    """Frames whose pixel values encode (video, frame): checks that nothing is mixed up."""
+    frames = [np.full(size + (3,), 0, np.uint8) for _ in range(length)]
+    for t, f in enumerate(frames):
+        f[0, 0] = (key, t % 256, t // 256)
+    mask = np.zeros(size, np.uint8)
+    for j in range(objects):
+        mask[j, :4] = j + 1
+    return key, frames, {0: mask}
+
+
+def _drain(scheduler):
+    plans = []
+    while (plan := scheduler.next_chunk()) is not None:
+        plans.append(plan)
+    return plans
+
+
+def test_scheduler_streams_every_frame_once_in_order_and_packs_the_lanes():
+    lengths = [5, 2, 9, 4, 1, 7, 3]
+    videos = [_fake_video(k, n) for k, n in enumerate(lengths)]
+    plans = _drain(LaneScheduler(iter(videos), lanes=2, chunk=4))
+    seen = {k: [] for k in range(len(lengths))}
+    for group, lanes in plans:
+        assert group == group_key((16, 16), 1) and len(lanes) == 2
+        assert any(lane.pieces for lane in lanes)
+        for lane in lanes:
+            assert len(lane.pieces) <= MAX_PIECES
+            pos = 0
+            for piece in lane.pieces:
+                assert piece.pos == pos                   # pieces are contiguous from 0
+                for i in range(piece.count):
+                    frame = lane.frames[piece.pos + i]
+                    assert tuple(frame[0, 0]) == (piece.video.key, (piece.t0 + i) % 256, 0)
+                    seen[piece.video.key].append(piece.t0 + i)
+                pos += piece.count
+            assert len(lane.frames) == pos
+    assert all(seen[k] == list(range(n)) for k, n in enumerate(lengths))
+    positions = sum(len(lanes) * 4 for _, lanes in plans)
+    # 31 frames in 2 lanes of 4: whole chunks per video would take 2+1+3+1+1+2+1 = 11
+    # chunks (44 positions); streamed back to back, at most a few positions are idle.
+    assert positions <= 4 * 2 * 5, positions
+
+
+def test_scheduler_puts_at_most_max_pieces_videos_in_a_lane_chunk():
+    videos = [_fake_video(k, 1) for k in range(MAX_PIECES + 2)]
+    plans = _drain(LaneScheduler(iter(videos), lanes=1, chunk=2 * MAX_PIECES))
+    assert [[p.video.key for p in lanes[0].pieces] for _, lanes in plans] == [
+        list(range(MAX_PIECES)), [MAX_PIECES, MAX_PIECES + 1]]
+    assert len(plans[0][1][0].frames) == MAX_PIECES       # the rest of the chunk idles
+
+
+def test_scheduler_keeps_groups_apart():
+    videos = [_fake_video(0, 3), _fake_video(1, 2, size=(16, 32)), _fake_video(2, 2),
+              _fake_video(3, 3, objects=3)]
+    plans = _drain(LaneScheduler(iter(videos), lanes=2, chunk=4))
+    groups = []
+    for group, lanes in plans:
+        for lane in lanes:
+            for piece in lane.pieces:
+                assert piece.video.group == group
+                assert all(f.shape[:2] == group[0] for f in lane.frames)
+        if not groups or groups[-1] != group:
+            groups.append(group)
+    # In the given order: a group starts when every lane has finished the previous one.
+    assert groups == [group_key((16, 16), 1), group_key((16, 32), 1),
+                      group_key((16, 16), 1), group_key((16, 16), 3)]
+
+
+def test_scheduler_skips_empty_videos_and_names_bad_frames():
+    videos = [(0, [], {}), _fake_video(1, 2)]
+    plans = _drain(LaneScheduler(iter(videos), lanes=1, chunk=4))
+    assert [p.video.key for _, lanes in plans for p in lanes[0].pieces] == [1]
+    key, frames, masks = _fake_video(7, 3)
+    frames[2] = frames[2][:8]
+    with pytest.raises(ValueError, match="video 7, frame 2 is 8x16"):
+        _drain(LaneScheduler(iter([(key, frames, masks)]), lanes=1, chunk=4))
+    # After a good video in the same chunk: the chunk runs up to the bad video (so the
+    # good one can finish), the error comes with the next chunk.
+    scheduler = LaneScheduler(iter([_fake_video(1, 3), (key, frames, masks)]), 1, 8)
+    _, lanes = scheduler.next_chunk()
+    assert [(p.video.key, p.count) for p in lanes[0].pieces] == [(1, 3)]
+    with pytest.raises(ValueError, match="video 7, frame 2"):
+        scheduler.next_chunk()
+
+
+def test_pool16_is_exact_block_means():
+    rng = np.random.default_rng(0)
+    masks = (rng.random((2, 32, 48)) < 0.3).astype(np.float32)
+    expected = masks.reshape(2, 2, 16, 3, 16).mean(axis=(2, 4), dtype=np.float64)
+    np.testing.assert_array_equal(pool16(masks), expected.astype(np.float32))
+
+
+def _videos(rng, lengths, size=(40, 56)):
+    """Videos with objects 2 and 5 at frame 0 and object 9 from frame 2 (frame 1 in a
+    2-frame video): three objects, one program (bucket 3)."""
+    out = []
+    for k, n in enumerate(lengths):
+        frames = rng.integers(0, 256, (n,) + size + (3,), dtype=np.uint8)
+        given = np.zeros(size, np.uint8)
+        given[4:20, 6:30] = 2
+        given[24:36, 30:50] = 5
+        late = np.zeros(size, np.uint8)
+        late[10:30, 20:40] = 9
+        out.append((f"v{k}", frames, {0: given, min(2, n - 1): late}))
+    return out
+
+
+def test_stream_many_equals_each_video_alone(tiny_model):
+    """Videos of 7, 2, 4, 5 and 3 frames through 2 lanes of 3-frame chunks (videos end
+    and start inside chunks, one ends at a chunk's end, late objects join in a video
+    that started mid-chunk), then a 1-object video (another program, one lane idle):
+    every frame's labels and probabilities equal those of segmenting the video alone."""
+    cfg, variables = tiny_model
+    videos = _videos(np.random.default_rng(0), [7, 2, 4, 5, 3])
+    key, frames, masks = _videos(np.random.default_rng(1), [4])[0]
+    videos.append(("single", frames, {0: np.where(masks[0] == 2, 2, 0).astype(np.uint8)}))
+    alone = {key: Segmenter(cfg, variables, chunk_size=3)(frames, masks)
+             for key, frames, masks in videos}
+    seg = Segmenter(cfg, variables, chunk_size=3, lanes=2)
+    got = {key: {} for key, _, _ in videos}
+    for key, t, labels, probs in seg.stream_many(videos, with_probs=True):
+        assert t not in got[key]
+        got[key][t] = (labels, probs)
+    for key, frames, _ in videos:
+        labels, probs = alone[key]
+        assert sorted(got[key]) == list(range(len(frames)))
+        for t in range(len(frames)):
+            np.testing.assert_allclose(got[key][t][1], probs[t], atol=1e-5, err_msg=f"{key} {t}")
+            np.testing.assert_array_equal(got[key][t][0], labels[t], err_msg=f"{key} {t}")
+    # 21 frames of the first group in 4 chunks of 2 × 3, the last video's 4 in 2 more.
+    assert seg.timing["computed"] == 6 * 6 and seg.num_compilations == 2
+
+
+def test_streaming_back_to_back_computes_the_frames_not_whole_chunks(tiny_model):
+    cfg, variables = tiny_model
+    videos = [(k, frames, masks) for k, (_, frames, masks) in
+              enumerate(_videos(np.random.default_rng(1), [5, 5, 5]))]
+    seg = Segmenter(cfg, variables, chunk_size=4)
+    assert sum(1 for _ in seg.stream_many(videos)) == 15
+    # 15 frames in 4 chunks of 4 (16 positions); one video at a time took 3 × 8 = 24.
+    assert seg.timing["computed"] == 16 and seg.num_compilations == 1
+
+
+def test_validator_streams_its_videos_and_scores_as_one_by_one(tiny_model):
+    """Training's validation runs its held-out videos through ``stream_many`` (sorted by
+    object bucket); the scores equal those of segmenting each video alone."""
+    from agame_jax.evaluation.metrics import evaluate_sequence
+    from agame_jax.train.validation import HeldOutVideo, Validator
+    cfg, variables = tiny_model
+    rng = np.random.default_rng(3)
+    videos = []
+    for k, (n, objects) in enumerate([(5, 2), (3, 1), (6, 2), (4, 1)]):
+        labels = np.zeros((n, 32, 48), np.uint8)
+        for j in range(objects):
+            labels[:, 4 + 12 * j:14 + 12 * j, 8:30] = j + 1
+        labels[min(2, n - 1):, 20:30, 32:44] = 7            # a late object
+        videos.append(HeldOutVideo(f"v{k}", rng.integers(0, 256, (n, 32, 48, 3), np.uint8),
+                                   labels))
+    validator = Validator(videos, cfg, chunk_size=4, num_images=2)
+    scores, pictures = validator(variables)
+    seg = Segmenter(cfg, variables, chunk_size=4)
+    j, f = [], []
+    for video in videos:
+        pred = seg(video.frames, video.first_masks())[0]
+        for obj in evaluate_sequence(pred, video.labels).values():
+            j.append(np.nanmean(obj["J"]))
+            f.append(np.nanmean(obj["F"]))
+    assert scores["J"] == pytest.approx(np.nanmean(j), abs=1e-6)
+    assert scores["F"] == pytest.approx(np.nanmean(f), abs=1e-6)
+    assert [p[0] for p in pictures] == ["v0", "v1"]
+    # 18 frames back to back in chunks of 4, two programs (2 and 3 objects):
+    # v1 + v3 (7 frames, 2 chunks), v0 + v2 (11 frames, 3 chunks).
+    assert validator.segmenter.timing["computed"] == 5 * 4
