@@ -124,8 +124,8 @@ def test_stream_many_equals_each_video_alone(tiny_model):
     videos = _videos(np.random.default_rng(0), [7, 2, 4, 5, 3])
     key, frames, masks = _videos(np.random.default_rng(1), [4])[0]
     videos.append(("single", frames, {0: np.where(masks[0] == 2, 2, 0).astype(np.uint8)}))
-    alone = {key: Segmenter(cfg, variables, chunk_size=3)(frames, masks)
-             for key, frames, masks in videos}
+    one = Segmenter(cfg, variables, chunk_size=3)
+    alone = {key: one(frames, masks) for key, frames, masks in videos}
     seg = Segmenter(cfg, variables, chunk_size=3, lanes=2)
     got = {key: {} for key, _, _ in videos}
     for key, t, labels, probs in seg.stream_many(videos, with_probs=True):
