@@ -168,10 +168,10 @@ def test_validator_streams_its_videos_and_scores_as_one_by_one(tiny_model):
                                    labels))
     validator = Validator(videos, cfg, chunk_size=4, num_images=2)
     scores, pictures = validator(variables)
-    seg = Segmenter(cfg, variables, chunk_size=4)
+    seg = validator.segmenter                  # one video at a time, its programs reused
     j, f = [], []
     for video in videos:
-        pred = seg(video.frames, video.first_masks())[0]
+        pred = np.stack([labels for _, labels in seg.stream(video.frames, video.first_masks())])
         for obj in evaluate_sequence(pred, video.labels).values():
             j.append(np.nanmean(obj["J"]))
             f.append(np.nanmean(obj["F"]))
@@ -180,4 +180,5 @@ def test_validator_streams_its_videos_and_scores_as_one_by_one(tiny_model):
     assert [p[0] for p in pictures] == ["v0", "v1"]
     # 18 frames back to back in chunks of 4, two programs (2 and 3 objects):
     # v1 + v3 (7 frames, 2 chunks), v0 + v2 (11 frames, 3 chunks).
-    assert validator.segmenter.timing["computed"] == 5 * 4
+    validator(variables)
+    assert seg.timing["computed"] == 5 * 4 and seg.num_compilations == 2
