@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole speed benchmark on one GPU, in one go (README "Performance"): inference at
 # 480x864 with 1/2/5 objects (bfloat16), 4 videos at once, float32 (TF32) for comparison,
-# Segmenter.stream end to end on a 128-frame 480x854 host video (transfers, padding, labels),
+# Segmenter.stream end to end on a 128-frame 480x854 host video (transfers, padding, labels)
+# and on 8 videos (64, 57, ..., 15 frames) back to back in 1 lane and in 4,
 # the stage-1 and stage-2 training steps, each with FLOP utilisation and memory, plus a
 # jax.profiler trace of the main programs summarised per kernel and per source scope.
 # Usage: bash benchmarks/gpu_perf.sh [OUT_DIR [KEY=VALUE ...]]   (about 6 minutes on an H100)
@@ -19,7 +20,7 @@ model=(); [ $# -gt 0 ] && model=(--model "$@")
   run python3 benchmarks/train_step.py --dtype bfloat16 --batch 2 --frames 14 --height 480 \
       --width 864 "${model[@]}" --profile "$prof/stage2"
   run python3 benchmarks/inference.py --objects 1 5 --videos 4 --no-encode --dtype bfloat16 \
-      "${model[@]}"
+      "${model[@]}" --stream 64 --stream-videos 8 --stream-lanes 1 4
   run python3 benchmarks/inference.py --objects 1 --no-encode --dtype float32 "${model[@]}"
   summarize inference stage1 stage2
 } 2>&1 | tee "$out/gpu_perf.log"

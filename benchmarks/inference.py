@@ -57,11 +57,15 @@ def main(argv=None):
                         help="videos processed at once (the Segmenter's lanes)")
     parser.add_argument("--no-encode", action="store_true", help="skip the encode-only row")
     parser.add_argument("--stream", type=int, default=0, metavar="FRAMES",
-                        help="also run Segmenter.stream end to end on a host video of this "
+                        help="also run Segmenter.stream_many end to end on host videos of this "
                              "many frames (uint8 in host memory, labels back to the host; "
                              "no disk I/O), 1 object, after a warm-up pass")
     parser.add_argument("--stream-size", default="480x854",
                         help="frame size of the --stream video (padded inside the program)")
+    parser.add_argument("--stream-videos", type=int, default=1,
+                        help="--stream this many videos (FRAMES, FRAMES-7, FRAMES-14, …)")
+    parser.add_argument("--stream-lanes", type=int, nargs="+", default=[1],
+                        help="the Segmenter's lanes for --stream (one row each)")
     args = parser.parse_args(argv)
     variables = setup_run(args)
     overrides = parse_overrides(args.model)
@@ -111,33 +115,42 @@ def main(argv=None):
     print("\nall rows:")
     print_table(header, rows)
     if args.stream:
-        stream_rows = [stream_row(Segmenter(model_config(d, args.tiny, overrides), variables,
-                                            chunk_size=t_len), args.stream, args.stream_size)
-                       + [d] for d in args.dtype]
-        print("\nSegmenter.stream end to end (host frames in, label maps out, 1 object):")
-        print_table(["video", "chunk", "wall frames/s", "model frames/s", "dtype"],
-                    stream_rows)
+        stream_rows = []
+        for d in args.dtype:
+            cfg = model_config(d, args.tiny, overrides)
+            for lanes in args.stream_lanes:
+                seg = Segmenter(cfg, variables, chunk_size=t_len, lanes=lanes)
+                stream_rows.append(stream_row(seg, args.stream, args.stream_size,
+                                              args.stream_videos) + [d])
+        print("\nSegmenter.stream_many end to end (host frames in, label maps out, 1 object "
+              "a video, videos back to back through the lanes):")
+        print_table(["videos", "lanes", "chunk", "wall frames/s", "model frames/s",
+                     "padding", "dtype"], stream_rows)
 
 
-def stream_row(seg: Segmenter, n_frames: int, size: str) -> list:
-    """Time ``seg.stream`` over a random host video of ``n_frames`` at ``size`` ("HxW"):
-    wall-clock frames/s of the whole loop (after a warm-up pass that compiles) and the
-    model frames/s that ``seg.timing`` reports (chunks from dispatch to labels on the
-    host)."""
+def stream_row(seg: Segmenter, n_frames: int, size: str, videos: int = 1) -> list:
+    """Time ``seg.stream_many`` over ``videos`` random host videos at ``size`` ("HxW"), of
+    ``n_frames`` frames and fewer (7 less each, so videos end inside chunks): wall-clock
+    frames/s of the whole loop (after a warm-up pass that compiles), the model frames/s
+    that ``seg.timing`` reports (chunks from dispatch to labels on the host) and the
+    share of chunk positions that held no frame."""
     import time
     h, w = (int(v) for v in size.split("x"))
     rng = np.random.default_rng(1)
-    video = rng.integers(0, 256, (n_frames, h, w, 3), dtype=np.uint8)
+    lengths = [max(1, n_frames - 7 * k) for k in range(videos)]
+    frames = rng.integers(0, 256, (max(lengths), h, w, 3), dtype=np.uint8)
     mask = np.zeros((h, w), np.uint8)
     mask[h // 4: h // 2, w // 4: w // 2] = 1
-    for _ in seg.stream(video, {0: mask}):             # compiles the chunk program
+    items = lambda: [(k, frames[:n], {0: mask}) for k, n in enumerate(lengths)]
+    for _ in seg.stream_many(items()):                   # compiles the chunk program
         pass
     t0 = time.perf_counter()
-    count = sum(1 for _ in seg.stream(video, {0: mask}))
+    count = sum(1 for _ in seg.stream_many(items()))
     wall = time.perf_counter() - t0
     timing = seg.timing
     model_fps = timing["frames"] / timing["seconds"] if timing["seconds"] else None
-    return [f"{n_frames}x{h}x{w}", seg.chunk_size, count / wall, model_fps]
+    return [f"{videos}x({lengths[-1]}-{lengths[0]})x{h}x{w}", seg.lanes, seg.chunk_size,
+            count / wall, model_fps, f"{100 * (1 - count / timing['computed']):.1f}%"]
 
 
 if __name__ == "__main__":

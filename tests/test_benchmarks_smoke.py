@@ -17,7 +17,7 @@ def _load(name):
 @pytest.mark.parametrize("name,args,header", [
     ("inference", ["--tiny", "--height", "32", "--width", "48", "--frames", "2",
                    "--objects", "2", "--dtype", "float32", "--repeats", "1", "--unroll", "2",
-                   "--stream", "5", "--stream-size", "30x40"],
+                   "--stream", "5", "--stream-size", "30x40", "--stream-videos", "2"],
      "frames/s"),
     ("train_step", ["--tiny", "--batch", "1", "--frames", "2", "--height", "32", "--width", "32",
                     "--dtype", "float32", "--repeats", "1",
@@ -30,7 +30,7 @@ def test_benchmark_prints_table(name, args, header, tmp_path, capsys):
     assert header in out and "float32" in out
     assert ("unroll=2" if name == "inference" else "dilated_conv=space_to_batch") in out
     if name == "inference":
-        assert "Segmenter.stream end to end" in out and "5x30x40" in out
+        assert "Segmenter.stream_many end to end" in out and "2x(1-5)x30x40" in out
     # Each timed program's trace comes with its HLO (for profile_summary's attribution).
     assert len(list(tmp_path.glob("*/program.hlo.txt"))) == (2 if name == "inference" else 1)
     assert list(tmp_path.glob("*/plugins/profile/*/*perfetto_trace.json.gz"))
