@@ -61,6 +61,13 @@ def masks_group(masks: Mapping[int, np.ndarray], size, bucket: bool = True):
     return group_key(size, len(ids - {0, VOID_ID}), bucket)
 
 
+def stream_order(groups: list, lengths: list[int]) -> list[int]:
+    """The order to stream videos in: indices sorted by group (so each group's videos
+    follow each other) and, within a group, longest first, so that with several lanes
+    the short videos fill in at the end and the lanes finish close together."""
+    return sorted(range(len(groups)), key=lambda k: (groups[k], -lengths[k]))
+
+
 @dataclasses.dataclass(eq=False)
 class VideoJob:
     """One video on its way through the lanes.

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from agame_jax import Segmenter
-from agame_jax.lanes import MAX_PIECES, LaneScheduler, group_key, pool16
+from agame_jax.lanes import MAX_PIECES, LaneScheduler, group_key, pool16, stream_order
 
 
 def _fake_video(key, length, size=(16, 16), objects=1):
@@ -57,6 +57,19 @@ def test_scheduler_puts_at_most_max_pieces_videos_in_a_lane_chunk():
     assert [[p.video.key for p in lanes[0].pieces] for _, lanes in plans] == [
         list(range(MAX_PIECES)), [MAX_PIECES, MAX_PIECES + 1]]
     assert len(plans[0][1][0].frames) == MAX_PIECES       # the rest of the chunk idles
+
+
+def test_stream_order_groups_videos_longest_first_so_lanes_finish_together():
+    a, b = group_key((16, 16), 1), group_key((16, 16), 3)
+    assert stream_order([b, a, a, b, a], [5, 2, 9, 7, 2]) == [2, 1, 4, 3, 0]
+    lengths = [10, 40, 10, 40]
+    positions = {}
+    for name, order in (("given", range(4)), ("stream_order", stream_order([a] * 4, lengths))):
+        videos = [_fake_video(k, lengths[k]) for k in order]
+        positions[name] = 2 * 8 * len(_drain(LaneScheduler(iter(videos), lanes=2, chunk=8)))
+    # Given: one lane gets 10 + 10 + 40 frames, the other 40 (8 chunks); longest first:
+    # 40 + 10 each (7 chunks).
+    assert positions == {"given": 128, "stream_order": 112}
 
 
 def test_scheduler_keeps_groups_apart():

@@ -102,13 +102,13 @@ class _VideoOutput:
 
 
 def order_by_group(videos: list, bucket: bool = True) -> list:
-    """Videos sorted (stably) by ``lanes.group_key``, frame size and object bucket, so
-    that ``Segmenter.stream_many`` streams each group's videos back to back."""
-    from agame_jax.lanes import group_key
+    """Videos in ``lanes.stream_order``: by frame size and object bucket (so that
+    ``Segmenter.stream_many`` streams each group's videos back to back), longest first."""
+    from agame_jax.lanes import group_key, stream_order
     if len(videos) < 2:
         return list(videos)
-    keys = {id(v): group_key(*v.size_and_object_count(), bucket) for v in videos}
-    return sorted(videos, key=lambda v: keys[id(v)])
+    groups = [group_key(*v.size_and_object_count(), bucket) for v in videos]
+    return [videos[k] for k in stream_order(groups, [len(v.frame_paths) for v in videos])]
 
 
 def segment_videos(segmenters, videos, result_dir, *, resume: bool = False,

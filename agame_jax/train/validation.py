@@ -118,13 +118,14 @@ class Validator:
         self.segmenter = Segmenter(model_config, None, chunk_size=chunk_size)
 
     def __call__(self, variables) -> tuple[dict, list]:
-        from agame_jax.lanes import masks_group
+        from agame_jax.lanes import masks_group, stream_order
         self.segmenter.variables = variables
         masks = [video.first_masks() for video in self.videos]
-        # Back to back through the Segmenter's chunks, sorted so that videos of one
-        # program (frame size, object bucket) follow each other.
-        order = sorted(range(len(self.videos)), key=lambda k: masks_group(
-            masks[k], self.videos[k].frames.shape[1:3]))
+        # Back to back through the Segmenter's chunks, the videos of one program (frame
+        # size, object bucket) after each other.
+        order = stream_order([masks_group(m, v.frames.shape[1:3])
+                              for m, v in zip(masks, self.videos)],
+                             [len(v.frames) for v in self.videos])
         preds = [np.zeros(video.frames.shape[:3], np.uint8) for video in self.videos]
         for k, t, labels in self.segmenter.stream_many(
                 (k, self.videos[k].frames, masks[k]) for k in order):
