@@ -128,7 +128,12 @@ def prepare_video(key, frames: Iterable[np.ndarray], masks: Mapping[int, np.ndar
         raise ValueError(f"frame 0 must be [H, W, 3], got shape {first.shape}"
                          + ("" if key is None else f" (video {key!r})"))
     size = tuple(first.shape[:2])
-    ids, first_frame, first_masks = collect_objects(masks, size)
+    try:
+        ids, first_frame, first_masks = collect_objects(masks, size)
+    except ValueError as e:
+        if key is None:
+            raise
+        raise ValueError(f"video {key!r}: {e}") from None
     _, slots = group_key(size, len(ids), bucket)
     ltrb = padding_ltrb(*size)
     padded = np.zeros((slots,) + size, np.float32)

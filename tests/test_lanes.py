@@ -95,6 +95,8 @@ def test_scheduler_skips_empty_videos_and_names_bad_frames():
     assert [p.video.key for _, lanes in plans for p in lanes[0].pieces] == [1]
     key, frames, masks = _fake_video(7, 3)
     frames[2] = frames[2][:8]
+    with pytest.raises(ValueError, match="video 3: mask for frame 0 is 4x4"):
+        _drain(LaneScheduler(iter([(3, frames, {0: np.zeros((4, 4), np.uint8)})]), 1, 4))
     with pytest.raises(ValueError, match="video 7, frame 2 is 8x16"):
         _drain(LaneScheduler(iter([(key, frames, masks)]), lanes=1, chunk=4))
     # After a good video in the same chunk: the chunk runs up to the bad video (so the
