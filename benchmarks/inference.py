@@ -75,8 +75,8 @@ def main(argv=None):
     rows = []
 
     header = ["work", "variant", "dtype", "videos", "objects", "size", "chunk", "ms/frame",
-              "frames/s", "obj-frames/s", "GFLOP/frame", "TFLOP/s", "MFU", "compile+1st s",
-              "program GiB", "process peak GiB"]
+              "frames/s", "obj-frames/s", "pipelined frames/s", "GFLOP/frame", "TFLOP/s",
+              "MFU", "compile+1st s", "program GiB", "process peak GiB"]
 
     def measure(label, variant, dtype, videos, n_obj, fn, call_args):
         stats = compile_and_time(fn, *call_args, repeats=args.repeats)
@@ -90,7 +90,8 @@ def main(argv=None):
         gflop = None if stats["flops"] is None else stats["flops"] / n_frames / 1e9
         rows.append([label, variant or "-", dtype, videos, n_obj, f"{h}x{w}", t_len,
                      median / n_frames * 1e3, n_frames / median,
-                     n_frames * max(n_obj, 1) / median, gflop, tflops,
+                     n_frames * max(n_obj, 1) / median, n_frames / stats["pipelined"], gflop,
+                     tflops,
                      None if mfu is None else f"{100 * mfu:.1f}%", first,
                      stats["program_gib"], peak_memory_gib()])
         print_table(header, rows[-1:])            # each row as soon as it is measured

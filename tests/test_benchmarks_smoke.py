@@ -27,7 +27,7 @@ def _load(name):
 def test_benchmark_prints_table(name, args, header, tmp_path, capsys):
     _load(name).main(args + ["--profile", str(tmp_path)])
     out = capsys.readouterr().out
-    assert header in out and "float32" in out
+    assert header in out and f"pipelined {header}" in out and "float32" in out
     assert ("unroll=2" if name == "inference" else "dilated_conv=space_to_batch") in out
     if name == "inference":
         assert "Segmenter.stream_many end to end" in out and "2x(1-5)x30x40" in out
