@@ -4,11 +4,14 @@ The compiled chunk program takes ``lanes × chunk`` frames at a time. Each lane 
 videos one after another: when a video ends inside a chunk, the next one starts at the
 following position (a lane's chunk holds pieces of up to ``MAX_PIECES`` videos), so
 the device computes the videos' frames rather than whole chunks per video (a 69-frame
-video in 32-frame chunks used to cost 96 frames). Videos share lanes only if they
-share the program's shapes, i.e. frame size and object slots: a *group*. Consecutive
-videos of one group fill the lanes; a video of another group waits until every lane
-has finished, so callers should order videos by group (``group_key``). Positions with
-no frame (the end of a group, or after a lane's ``MAX_PIECES``-th piece) are padding.
+video in 32-frame chunks used to cost 96 frames). Videos share chunks while they share
+the frame size; a chunk runs as many object slots as the largest of its videos needs
+(unused slots come last and never become active, so the carried states are cut or
+extended between chunks without loss). A video of another frame size waits until every
+lane has finished. Callers should give videos in ``stream_order`` (by frame size, most
+object slots first, longest first), so that lanes rarely idle and the slot count only
+falls. Positions with no frame (before a frame-size change, at the end, or after a
+lane's ``MAX_PIECES``-th piece) are padding.
 
 Everything here is numpy and Python; the device program is in ``segmenter``.
 """
@@ -46,8 +49,8 @@ def object_bucket(count: int) -> int:
 
 
 def group_key(size: tuple[int, int], num_objects: int, bucket: bool = True):
-    """The group of a video of frame ``size`` (H, W) with ``num_objects`` objects: videos
-    with equal keys share lanes and a compiled program."""
+    """``((H, W), slots)``: a video's frame size and the object slots its program needs
+    (``object_bucket``); what ``stream_order`` sorts by."""
     slots = object_bucket(num_objects) if bucket else max(num_objects, 1)
     return (int(size[0]), int(size[1])), slots
 
@@ -62,10 +65,12 @@ def masks_group(masks: Mapping[int, np.ndarray], size, bucket: bool = True):
 
 
 def stream_order(groups: list, lengths: list[int]) -> list[int]:
-    """The order to stream videos in: indices sorted by group (so each group's videos
-    follow each other) and, within a group, longest first, so that with several lanes
-    the short videos fill in at the end and the lanes finish close together."""
-    return sorted(range(len(groups)), key=lambda k: (groups[k], -lengths[k]))
+    """The order to stream videos in, from their ``group_key``s and lengths: indices
+    sorted by frame size, then most object slots first (so a chunk's slot count only
+    falls and a smaller video can start in a lane the larger ones left), then longest
+    first (so that with several lanes the short videos fill in at the end)."""
+    return sorted(range(len(groups)),
+                  key=lambda k: (groups[k][0], -groups[k][1], -lengths[k]))
 
 
 @dataclasses.dataclass(eq=False)
@@ -88,10 +93,6 @@ class VideoJob:
     frame0: np.ndarray
     given0: np.ndarray
     next_t: int = 0
-
-    @property
-    def group(self):
-        return self.size, self.slots
 
     def _where(self, t: int) -> str:
         return f"frame {t}" if self.key is None else f"video {self.key!r}, frame {t}"
@@ -209,11 +210,13 @@ class LaneChunk:
 class LaneScheduler:
     """Packs a stream of videos into chunks of ``lanes × chunk`` positions.
 
-    ``next_chunk()`` returns ``(group, [LaneChunk] * lanes)`` or ``None`` when every
-    video is done. Videos are prepared (first frame read, masks pooled) when they reach
-    the head of the queue, and their frames read as the chunks need them. An error while
-    reading or preparing a video ends the chunk being filled there (what was read
-    before it still runs, so earlier videos can finish) and is raised by the next call."""
+    ``next_chunk()`` returns ``((size, slots), [LaneChunk] * lanes)``, the frame size and
+    the object slots of the chunk's program (the most any of its videos has), or
+    ``None`` when every video is done. Videos are prepared (first frame read, masks
+    pooled) when they reach the head of the queue, and their frames read as the chunks
+    need them. An error while reading or preparing a video ends the chunk being filled
+    there (what was read before it still runs, so earlier videos can finish) and is
+    raised by the next call."""
 
     def __init__(self, videos: Iterable, lanes: int, chunk: int, *, bucket: bool = True):
         if lanes < 1 or chunk < 1:
@@ -223,7 +226,7 @@ class LaneScheduler:
         self._head: VideoJob | None = None
         self._current: list[VideoJob | None] = [None] * lanes
         self._error: Exception | None = None
-        self.group = None
+        self.size = None                    # the frame size the lanes run now
 
     def _peek(self) -> VideoJob | None:
         while self._head is None:
@@ -242,7 +245,7 @@ class LaneScheduler:
                 head = self._peek()
                 if head is None:
                     return None
-                self.group = head.group
+                self.size = head.size
             lanes = []
             for lane in range(self.lanes):
                 try:
@@ -251,8 +254,9 @@ class LaneScheduler:
                 except Exception as e:          # noqa: BLE001 (raised by the next call)
                     self._error = e
                     lanes.append(self._partial)
-            if any(lane.pieces for lane in lanes):
-                return self.group, lanes
+            slots = max((p.video.slots for lane in lanes for p in lane.pieces), default=0)
+            if slots:
+                return (self.size, slots), lanes
             # Every lane's video ended exactly at the last chunk's end: start the next.
 
     def _fill(self, lane: int) -> LaneChunk:
@@ -262,7 +266,7 @@ class LaneScheduler:
             video = self._current[lane]
             if video is None:
                 head = self._peek()
-                if head is None or head.group != self.group:
+                if head is None or head.size != self.size:
                     break
                 video, self._head = head, None
                 self._current[lane] = video

@@ -185,8 +185,9 @@ class Segmenter:
         A video that ends inside a chunk is followed by the next at the following frame
         (``agame_jax.lanes``), so no compute goes to padding a video to whole chunks, and
         with several lanes the device runs several videos in one batch. Videos share
-        lanes while they share frame size and object bucket (``lanes.group_key``); give
-        them sorted by it, or a lane idles until the others finish each group.
+        chunks while they share the frame size, each chunk with the object slots its
+        largest video needs; give them in ``lanes.stream_order`` (by frame size, most
+        objects first, longest first) so that lanes rarely idle.
 
         Args:
           videos: an iterable of ``(key, frames, masks)``, ``frames`` and ``masks`` as
@@ -218,9 +219,11 @@ class Segmenter:
                     raise
                 if planned is None:
                     break
-                if planned[0] != group:
-                    group = planned[0]
-                    states = self._initial_states(group, lanes)
+                if group is None or planned[0][0] != group[0]:
+                    states = self._initial_states(planned[0], lanes)
+                elif planned[0][1] != group[1]:
+                    states = _resize_slots(states, planned[0][1])
+                group = planned[0]
                 chunks = planned[1]
                 run = self._program(with_probs)
                 compiled = self.num_compilations
@@ -262,8 +265,8 @@ class Segmenter:
         return self._state_shapes[key]
 
     def _initial_states(self, group, lanes: int):
-        """Zero states for a group's first chunk: only their shapes matter, every slot is
-        initialised at its object's first frame (``scan_segments``)."""
+        """Zero states for the first chunk of a frame size: only their shapes matter,
+        every slot is initialised at its object's first frame (``scan_segments``)."""
         return jax.tree_util.tree_map(lambda s: self._put(np.zeros(s.shape, s.dtype)),
                                       self.state_shapes(group, lanes))
 
@@ -288,9 +291,10 @@ class Segmenter:
                 index[v, where] = piece.t0 + np.arange(piece.count)
                 segment[v, where] = g
                 starts[v, g] = piece.t0 - piece.pos
-                first_frame[v, g] = piece.video.first_frame
-                init_seg[v, g] = piece.video.init_seg
-                lookup[v, g] = piece.video.lookup
+                video = piece.video               # its slots come first; the rest stay unused
+                first_frame[v, g, :video.slots] = video.first_frame
+                init_seg[v, g, :video.slots] = video.init_seg
+                lookup[v, g, :video.slots + 1] = video.lookup
         objects = recurrent.ObjectTrack(first_frame=self._put(first_frame),
                                         init_seg=self._put(init_seg))
         return (self._put(frames), self._put(index), self._put(segment), self._put(starts),
@@ -330,6 +334,18 @@ class Segmenter:
                     yield ((video.key, t, rows[i], probs[i]) if with_probs
                            else (video.key, t, rows[i]))
         return ready
+
+
+def _resize_slots(states, slots: int):
+    """Carried states ``[lanes, S, …]`` cut or extended (zeros) to ``slots``: the videos
+    that continue use only their first slots, and a new slot is initialised at its
+    object's first frame before it is read."""
+    def resize(x):
+        if x.shape[1] >= slots:
+            return x[:, :slots]
+        return jnp.concatenate(
+            [x, jnp.zeros((x.shape[0], slots - x.shape[1]) + x.shape[2:], x.dtype)], axis=1)
+    return jax.tree_util.tree_map(resize, states)
 
 
 def _fetch(labels, probs):

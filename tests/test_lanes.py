@@ -59,9 +59,9 @@ def test_scheduler_puts_at_most_max_pieces_videos_in_a_lane_chunk():
     assert len(plans[0][1][0].frames) == MAX_PIECES       # the rest of the chunk idles
 
 
-def test_stream_order_groups_videos_longest_first_so_lanes_finish_together():
-    a, b = group_key((16, 16), 1), group_key((16, 16), 3)
-    assert stream_order([b, a, a, b, a], [5, 2, 9, 7, 2]) == [2, 1, 4, 3, 0]
+def test_stream_order_most_objects_then_longest_first_so_lanes_finish_together():
+    a, b, c = group_key((16, 16), 1), group_key((16, 16), 3), group_key((8, 8), 1)
+    assert stream_order([b, a, a, b, a, c], [5, 2, 9, 7, 2, 1]) == [5, 3, 0, 2, 1, 4]
     lengths = [10, 40, 10, 40]
     positions = {}
     for name, order in (("given", range(4)), ("stream_order", stream_order([a] * 4, lengths))):
@@ -72,21 +72,20 @@ def test_stream_order_groups_videos_longest_first_so_lanes_finish_together():
     assert positions == {"given": 128, "stream_order": 112}
 
 
-def test_scheduler_keeps_groups_apart():
+def test_scheduler_keeps_frame_sizes_apart_and_runs_the_largest_videos_slots():
     videos = [_fake_video(0, 3), _fake_video(1, 2, size=(16, 32)), _fake_video(2, 2),
               _fake_video(3, 3, objects=3)]
     plans = _drain(LaneScheduler(iter(videos), lanes=2, chunk=4))
-    groups = []
-    for group, lanes in plans:
-        for lane in lanes:
-            for piece in lane.pieces:
-                assert piece.video.group == group
-                assert all(f.shape[:2] == group[0] for f in lane.frames)
-        if not groups or groups[-1] != group:
-            groups.append(group)
-    # In the given order: a group starts when every lane has finished the previous one.
-    assert groups == [group_key((16, 16), 1), group_key((16, 32), 1),
-                      group_key((16, 16), 1), group_key((16, 16), 3)]
+    for (size, slots), lanes in plans:
+        pieces = [p for lane in lanes for p in lane.pieces]
+        assert slots == max(p.video.slots for p in pieces)
+        assert all(f.shape[:2] == size for lane in lanes for f in lane.frames)
+    # In the given order: a frame size starts when every lane has finished the previous
+    # one; videos of one size share chunks whatever their objects (v2 with 1 slot, then
+    # v3 with 3 in the same lane and chunk).
+    assert [group for group, _ in plans] == [group_key((16, 16), 1), group_key((16, 32), 1),
+                                             group_key((16, 16), 3), group_key((16, 16), 3)]
+    assert [(p.video.key, p.count) for p in plans[2][1][0].pieces] == [(2, 2), (3, 2)]
 
 
 def test_scheduler_skips_empty_videos_and_names_bad_frames():
@@ -133,7 +132,8 @@ def _videos(rng, lengths, size=(40, 56)):
 def test_stream_many_equals_each_video_alone(tiny_model):
     """Videos of 7, 2, 4, 5 and 3 frames through 2 lanes of 3-frame chunks (videos end
     and start inside chunks, one ends at a chunk's end, late objects join in a video
-    that started mid-chunk), then a 1-object video (another program, one lane idle):
+    that started mid-chunk), then a 1-object video (in the lane the others leave, first
+    with their 3 object slots, then with its own 1):
     every frame's labels and probabilities equal those of segmenting the video alone."""
     cfg, variables = tiny_model
     videos = _videos(np.random.default_rng(0), [7, 2, 4, 5, 3])
@@ -152,8 +152,16 @@ def test_stream_many_equals_each_video_alone(tiny_model):
         for t in range(len(frames)):
             np.testing.assert_allclose(got[key][t][1], probs[t], atol=1e-5, err_msg=f"{key} {t}")
             np.testing.assert_array_equal(got[key][t][0], labels[t], err_msg=f"{key} {t}")
-    # 21 frames of the first group in 4 chunks of 2 × 3, the last video's 4 in 2 more.
-    assert seg.timing["computed"] == 6 * 6 and seg.num_compilations == 2
+    # 25 frames in 5 chunks of 2 × 3: the 1-object video starts in lane 1 in the 4th chunk
+    # (3 slots, beside the end of "v3"); the 5th runs 1 slot (the states are cut to it).
+    assert seg.timing["computed"] == 5 * 6 and seg.num_compilations == 2
+    # The other way round in one lane: the 1-object video, then a 3-object one joining in
+    # its last chunk (the states are extended to 3 slots); no new program.
+    compiled = one.num_compilations
+    for key, t, labels, probs in one.stream_many([videos[-1], videos[3]], with_probs=True):
+        np.testing.assert_allclose(probs, alone[key][1][t], atol=1e-5, err_msg=f"{key} {t}")
+        np.testing.assert_array_equal(labels, alone[key][0][t], err_msg=f"{key} {t}")
+    assert one.timing["computed"] == 3 * 3 and one.num_compilations == compiled
 
 
 def test_streaming_back_to_back_computes_the_frames_not_whole_chunks(tiny_model):
@@ -193,7 +201,7 @@ def test_validator_streams_its_videos_and_scores_as_one_by_one(tiny_model):
     assert scores["J"] == pytest.approx(np.nanmean(j), abs=1e-6)
     assert scores["F"] == pytest.approx(np.nanmean(f), abs=1e-6)
     assert [p[0] for p in pictures] == ["v0", "v1"]
-    # 18 frames back to back in chunks of 4, two programs (2 and 3 objects):
-    # v1 + v3 (7 frames, 2 chunks), v0 + v2 (11 frames, 3 chunks).
+    # 18 frames back to back in 5 chunks of 4 (v2, v0 with 3 slots, then v3, v1 with 2; the
+    # 3rd chunk holds the end of v0 and the start of v3): two programs.
     validator(variables)
     assert seg.timing["computed"] == 5 * 4 and seg.num_compilations == 2

@@ -102,8 +102,8 @@ class _VideoOutput:
 
 
 def order_by_group(videos: list, bucket: bool = True) -> list:
-    """Videos in ``lanes.stream_order``: by frame size and object bucket (so that
-    ``Segmenter.stream_many`` streams each group's videos back to back), longest first."""
+    """Videos in ``lanes.stream_order`` (by frame size, most object slots first, longest
+    first), the order ``Segmenter.stream_many`` keeps its lanes busiest in."""
     from agame_jax.lanes import group_key, stream_order
     if len(videos) < 2:
         return list(videos)
@@ -118,7 +118,7 @@ def segment_videos(segmenters, videos, result_dir, *, resume: bool = False,
 
     ``segmenters``: one ``Segmenter``, or one per device: the videos are then spread
     over them, one thread each. Each streams its videos back to back through its lanes
-    (``Segmenter.stream_many``), ordered by frame size and object count. With
+    (``Segmenter.stream_many``) in ``order_by_group``'s order. With
     ``visualize``, also ``visualize/<video>/<frame>.jpg`` overlays and
     ``visualize/<video>.gif``; ``overlay_gif`` writes the GIF beside the results.
     ``io_workers``: threads per video for reading frames and writing results.

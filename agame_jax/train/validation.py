@@ -121,8 +121,7 @@ class Validator:
         from agame_jax.lanes import masks_group, stream_order
         self.segmenter.variables = variables
         masks = [video.first_masks() for video in self.videos]
-        # Back to back through the Segmenter's chunks, the videos of one program (frame
-        # size, object bucket) after each other.
+        # Back to back through the Segmenter's chunks (by frame size, most objects first).
         order = stream_order([masks_group(m, v.frames.shape[1:3])
                               for m, v in zip(masks, self.videos)],
                              [len(v.frames) for v in self.videos])
