@@ -136,7 +136,11 @@ def segment_videos(segmenters, videos, result_dir, *, resume: bool = False,
             log(f"{video.name}: already complete, skipped (--resume)")
         else:
             todo.append(video)
-    todo = order_by_group(todo, segmenters[0].bucket_objects)
+    if len(todo) > 1:
+        t0 = time.perf_counter()
+        todo = order_by_group(todo, segmenters[0].bucket_objects)
+        log(f"{len(todo)} videos ordered by frame size and object count (their masks read) "
+            f"in {time.perf_counter() - t0:.1f} s")
     done, timings = [], []
 
     def work(worker: int):
