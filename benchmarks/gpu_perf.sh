@@ -5,7 +5,8 @@
 # and on 8 videos (64, 57, ..., 15 frames) back to back in 1 lane and in 4,
 # the stage-1 and stage-2 training steps, each with FLOP utilisation and memory, plus a
 # jax.profiler trace of the main programs summarised per kernel and per source scope.
-# Usage: bash benchmarks/gpu_perf.sh [OUT_DIR [KEY=VALUE ...]]   (about 6 minutes on an H100)
+# Usage: bash benchmarks/gpu_perf.sh [OUT_DIR [KEY=VALUE ...]]   (about 6 minutes on an H100
+# when last run, before the stream_many rows)
 #   KEY=VALUE: ModelConfig fields for every row, e.g. dilated_conv=im2col.
 source "$(dirname "$0")/gpu_env.sh"
 shift $(( $# > 0 ? 1 : 0 ))
