@@ -230,11 +230,34 @@ def add_common_args(parser, height: int, width: int, frames: int) -> None:
                              "several values give one row each")
 
 
+class PhaseClock:
+    """Wall time of a benchmark's phases, reported in one line, so a log shows where a
+    script's time goes besides the compile + first call of its table."""
+
+    def __init__(self):
+        self.start = self.last = time.perf_counter()
+        self.laps: list[tuple[str, float]] = []
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps.append((name, now - self.last))
+        self.last = now
+
+    def report(self, label: str) -> None:
+        parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.laps)
+        print(f"  {label}: {parts}", flush=True)
+
+
 def setup_run(args):
     """Print the device and return float32 random variables (shared by all dtypes) of the
     model that ``--tiny`` and ``--model`` describe."""
+    clock = PhaseClock()
     print(device_line())
-    return random_variables(model_config("float32", args.tiny, parse_overrides(args.model)))
+    clock.lap("start the device")
+    variables = random_variables(model_config("float32", args.tiny, parse_overrides(args.model)))
+    clock.lap("draw the weights")
+    clock.report("setup")
+    return variables
 
 
 def random_variables(cfg: ModelConfig, seed: int = 0) -> dict:

@@ -6,7 +6,7 @@
 #   - the frame loop unrolled 4 frames per iteration, 1-object inference.
 # Equality of the dilated formulations on this device is tested first (float32 without
 # TF32, so the tolerances are those of the CPU tests).
-# Usage: bash benchmarks/gpu_ab.sh [OUT_DIR]
+# Usage: bash benchmarks/gpu_ab.sh [OUT_DIR]   (AGAME_BUDGET_S=N: stop after N seconds)
 source "$(dirname "$0")/gpu_env.sh"
 stage2=(--dtype bfloat16 --batch 2 --frames 14 --height 480 --width 864)
 {

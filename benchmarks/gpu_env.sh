@@ -14,15 +14,37 @@ export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-/tmp/agame_jax_cac
 export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-2}
 # Each command is stopped after $STEP_TIMEOUT seconds (default 300; 0: never), so one that
 # hangs (a compile, an autotuning) leaves time for the rest of the script.
+# AGAME_BUDGET_S=N (default 0: none): the script's commands share N seconds counted from
+# here. Each is stopped at that deadline, and one that would start with less than
+# AGAME_MIN_STEP_S (default 45) seconds left is skipped and named in the log, so a device
+# call with a hard time limit still ends with its log and profile summaries (the scripts
+# run their most important commands first).
+budget_end=$(( ${AGAME_BUDGET_S:-0} > 0 ? SECONDS + AGAME_BUDGET_S : 0 ))
+# step_limit MIN: this step's time limit in seconds (0: none), or nothing (status 1) when
+# less than MIN seconds of the budget are left.
+step_limit() {
+  local limit=${STEP_TIMEOUT:-300}
+  (( budget_end )) || { echo "$limit"; return 0; }
+  local left=$(( budget_end - SECONDS ))
+  (( left >= $1 )) || return 1
+  (( limit == 0 || limit > left )) && limit=$left
+  echo "$limit"
+}
 run() {
+  local limit
+  if ! limit=$(step_limit "${AGAME_MIN_STEP_S:-45}"); then
+    echo "=== skipped, $(( budget_end - SECONDS )) s of the budget left: $*"; return 0
+  fi
   echo "=== $*"; local t0=$SECONDS
-  timeout "${STEP_TIMEOUT:-300}" "$@"
+  timeout "$limit" "$@"
   echo "=== exit $? after $((SECONDS - t0)) s"
 }
 # summarize NAME...: one kernel/scope summary per profile folder, as $out/prof_NAME.txt.
 summarize() {
+  local limit
   for name in "$@"; do
-    [ -d "$prof/$name" ] && python3 benchmarks/profile_summary.py "$prof/$name" --top 30 \
-        > "$out/prof_$name.txt" 2>&1
+    limit=$(step_limit 10) || { echo "=== no time left to summarize $name"; continue; }
+    [ -d "$prof/$name" ] && timeout "$limit" python3 benchmarks/profile_summary.py \
+        "$prof/$name" --top 30 > "$out/prof_$name.txt" 2>&1
   done
 }

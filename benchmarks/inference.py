@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -25,9 +26,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    add_common_args, compile_and_time, matmul_flops, model_config, peak_memory_gib,
-    parse_overrides, print_table, profile_calls, setup_run, steady_chunk_args, utilisation,
-    variant_label)
+    PhaseClock, add_common_args, compile_and_time, matmul_flops, model_config,
+    peak_memory_gib, parse_overrides, print_table, profile_calls, setup_run,
+    steady_chunk_args, utilisation, variant_label)
 
 from agame_jax import Segmenter  # noqa: E402
 from agame_jax.model import recurrent  # noqa: E402
@@ -79,12 +80,17 @@ def main(argv=None):
               "MFU", "compile+1st s", "program GiB", "process peak GiB"]
 
     def measure(label, variant, dtype, videos, n_obj, fn, call_args):
+        clock = PhaseClock()
         stats = compile_and_time(fn, *call_args, repeats=args.repeats)
         first, median = stats["first"], stats["median"]
+        clock.lap("compile and time")
         stats["flops"] = matmul_flops(fn, *call_args)
+        clock.lap("count FLOPs")
         folder = "_".join((label + " " + variant).replace("=", "-").split())
         profile_calls(args.profile and Path(args.profile) / folder, stats["compiled"],
                       *call_args)
+        clock.lap("profile")
+        clock.report(label)
         n_frames = videos * t_len
         tflops, mfu = utilisation(stats["flops"], median, dtype, args.peak_tflops)
         gflop = None if stats["flops"] is None else stats["flops"] / n_frames / 1e9
@@ -135,7 +141,6 @@ def stream_row(seg: Segmenter, n_frames: int, size: str, videos: int = 1) -> lis
     frames/s of the whole loop (after a warm-up pass that compiles), the model frames/s
     that ``seg.timing`` reports (chunks from dispatch to labels on the host) and the
     share of chunk positions that held no frame."""
-    import time
     h, w = (int(v) for v in size.split("x"))
     rng = np.random.default_rng(1)
     lengths = [max(1, n_frames - 7 * k) for k in range(videos)]
@@ -143,11 +148,15 @@ def stream_row(seg: Segmenter, n_frames: int, size: str, videos: int = 1) -> lis
     mask = np.zeros((h, w), np.uint8)
     mask[h // 4: h // 2, w // 4: w // 2] = 1
     items = lambda: [(k, frames[:n], {0: mask}) for k, n in enumerate(lengths)]
+    clock = PhaseClock()
     for _ in seg.stream_many(items()):                   # compiles the chunk program
         pass
+    clock.lap("warm-up pass")
     t0 = time.perf_counter()
     count = sum(1 for _ in seg.stream_many(items()))
     wall = time.perf_counter() - t0
+    clock.lap("timed pass")
+    clock.report(f"stream_many {videos} videos, {seg.lanes} lanes")
     timing = seg.timing
     model_fps = timing["frames"] / timing["seconds"] if timing["seconds"] else None
     return [f"{videos}x({lengths[-1]}-{lengths[0]})x{h}x{w}", seg.lanes, seg.chunk_size,

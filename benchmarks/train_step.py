@@ -22,8 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    add_common_args, compile_and_time, matmul_flops, model_config, peak_memory_gib,
-    parse_overrides, print_table, profile_calls, setup_run, utilisation, variant_label)
+    PhaseClock, add_common_args, compile_and_time, matmul_flops, model_config,
+    peak_memory_gib, parse_overrides, print_table, profile_calls, setup_run, utilisation,
+    variant_label)
 
 from agame_jax import merge_params, split_params  # noqa: E402
 from agame_jax.losses import clip_loss  # noqa: E402
@@ -70,15 +71,20 @@ def main(argv=None):
         variant = variant_label(overrides, unroll)
         step = make_step(cfg, remat == "yes", unroll)
         call_args = (trainable, frozen, variables["batch_stats"], frames, labels)
+        clock = PhaseClock()
         stats = compile_and_time(step, *call_args, repeats=args.repeats)
         first, median = stats["first"], stats["median"]
+        clock.lap("compile and time")
         # Model FLOPs: recomputation (remat) not counted.
         stats["flops"] = matmul_flops(make_step(cfg, False), *call_args)
+        clock.lap("count FLOPs")
         assert np.isfinite(float(stats["out"][0][0])), "non-finite loss"
         label = "_".join(f"{dtype} {b}x{t} {h}x{w} remat-{remat} {variant}"
                          .replace("=", "-").split())
         profile_calls(args.profile and Path(args.profile) / label, stats["compiled"],
                       *call_args)
+        clock.lap("profile")
+        clock.report(label)
         tflops, mfu = utilisation(stats["flops"], median, dtype, args.peak_tflops)
         rows.append([variant or "-", dtype, remat, f"{b}x{t}", f"{h}x{w}", median * 1e3,
                      b / median, b / stats["pipelined"], tflops, None if mfu is None else f"{100 * mfu:.1f}%", first,
