@@ -2,6 +2,7 @@
 
     python benchmarks/model_cost.py                       # full size at 480×864 (CPU is fine)
     python benchmarks/model_cost.py --tiny --height 64 --width 96
+    python benchmarks/model_cost.py --audit --no-training  # + where bfloat16 work is not
 
 Nothing runs: the convolutions and matrix products of the programs traced for these
 shapes are counted (``common.matmul_flops``: a multiply-add is 2, loop bodies count once
@@ -12,6 +13,12 @@ objects, divided by the frames (heads, mixture fit and update, aggregation, and 
 chunk's share of the objects' initial states). Chunks of ``--frames`` (default 32, the
 evaluation's chunk) as ``Segmenter`` runs them.
 REFERENCE.md counts ≈ 164 GFLOP for the backbone and ≈ 88 + 7 GFLOP per object.
+
+``--audit`` adds, for the bfloat16 model, the convolutions and matrix products that do
+not have two bfloat16 operands (``common.precision_audit``), grouped by source scope:
+the 1-object chunk program and (unless ``--no-training``) the stage-2 training step. On
+a GPU those run in float32 (CUDA cores, or TF32) instead of on bfloat16 tensor cores; each
+should be a float32 computation kept on purpose (the mixture fit, the appearance scores).
 """
 from __future__ import annotations
 
@@ -24,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import matmul_flops, model_config, print_table, steady_chunk_args  # noqa: E402
+from common import (  # noqa: E402
+    matmul_flops, model_config, precision_audit, print_table, steady_chunk_args)
 
 from agame_jax import Segmenter  # noqa: E402
 from agame_jax.model import recurrent  # noqa: E402
@@ -40,6 +48,10 @@ def main(argv=None):
     parser.add_argument("--tiny", action="store_true")
     parser.add_argument("--no-training", action="store_true",
                         help="skip the FLOPs of the stage-1 and stage-2 training steps")
+    parser.add_argument("--audit", action="store_true",
+                        help="list the matrix work of the bfloat16 programs that is not "
+                             "bfloat16 x bfloat16")
+    parser.add_argument("--audit-top", type=int, default=8, help="rows per audited program")
     args = parser.parse_args(argv)
     cfg = model_config("float32", args.tiny)
     model = AGame(cfg)
@@ -63,12 +75,8 @@ def main(argv=None):
     seg = Segmenter(cfg, None)
     per_count = {}
     for n_obj in (1, 2):
-        hs, ws = h // 16, w // 16
-        objects = recurrent.ObjectTrack(
-            first_frame=jax.ShapeDtypeStruct((n_obj,), jnp.int32),
-            init_seg=jax.ShapeDtypeStruct((n_obj, hs, ws, 2), jnp.float32))
         chunk_args = jax.eval_shape(lambda v, f, o: steady_chunk_args(seg, v, f, o),
-                              variables, frames, objects)
+                                    variables, frames, _objects_shape(n_obj, h, w))
         per_count[n_obj] = matmul_flops(seg.run_chunk, variables, *chunk_args)
     g = lambda f: f / t_len / 1e9
     per_object = per_count[2] - per_count[1]
@@ -79,6 +87,40 @@ def main(argv=None):
     if not args.no_training:
         rows += training_rows(cfg, variables)
     print_table(["quantity", "value"], rows)
+    if args.audit:
+        audit(args, variables, frames, objects_1=_objects_shape(1, h, w), top=args.audit_top)
+
+
+def _objects_shape(n_obj: int, h: int, w: int) -> recurrent.ObjectTrack:
+    return recurrent.ObjectTrack(
+        first_frame=jax.ShapeDtypeStruct((n_obj,), jnp.int32),
+        init_seg=jax.ShapeDtypeStruct((n_obj, h // 16, w // 16, 2), jnp.float32))
+
+
+def audit(args, variables, frames, objects_1, top: int) -> None:
+    """Print ``precision_audit`` tables of the bfloat16 chunk program (1 object) and,
+    unless ``--no-training``, of the bfloat16 stage-2 training step."""
+    cfg = model_config("bfloat16", args.tiny)
+    seg = Segmenter(cfg, None)
+    chunk_args = jax.eval_shape(lambda v, f, o: steady_chunk_args(seg, v, f, o),
+                                variables, frames, objects_1)
+    programs = [(f"inference chunk, 1 object, {frames.shape[0]} frames",
+                 seg.run_chunk, (variables,) + tuple(chunk_args))]
+    if not args.no_training:
+        from agame_jax import split_params
+        from train_step import make_step
+        trainable, frozen = split_params(variables["params"], cfg)
+        b, t, h, w = 2, 14, 480, 864
+        programs.append(("training step, stage 2 (2x14 frames, 480x864)", make_step(cfg),
+                         (trainable, frozen, variables["batch_stats"],
+                          jax.ShapeDtypeStruct((b, t, h, w, 3), jnp.uint8),
+                          jax.ShapeDtypeStruct((b, t, h, w), jnp.uint8))))
+    for name, fn, fn_args in programs:
+        share, rows = precision_audit(fn, *fn_args, top=top)
+        print(f"\nbfloat16 {name}: {100 * share:.2f}% of the matrix FLOPs have an operand "
+              f"that is not bfloat16; the largest groups:")
+        print_table(["% FLOPs", "GFLOP", "op", "operands", "precision", "scope"],
+                    [[f"{r[0]:.3f}%", *r[1:]] for r in rows])
 
 
 def training_rows(cfg, variables) -> list[list]:

@@ -22,11 +22,19 @@ def pytest_configure(config):
     # makes its own jitted step); a persistent compilation cache for the session turns
     # the repeats into cache hits.
     cache = Path(tempfile.mkdtemp(prefix="agame-jax-xla-cache-"))
+    config._agame_xla_cache = cache               # removed in pytest_unconfigure
     jax.config.update("jax_compilation_cache_dir", str(cache))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     # Threefry's key derivation is a large share of each init's compile time on CPU;
     # the tests only need some random weights, so they use the cheaper generator.
     jax.config.update("jax_default_prng_impl", "rbg")
+
+
+def pytest_unconfigure(config):
+    import shutil
+    cache = getattr(config, "_agame_xla_cache", None)
+    if cache is not None:
+        shutil.rmtree(cache, ignore_errors=True)
 
 
 # ../shared beside the checkout; AGAME_SHARED points elsewhere (e.g. a copy on a GPU host).

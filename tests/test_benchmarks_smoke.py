@@ -70,9 +70,78 @@ def test_matmul_flops_counts_loops_per_iteration_and_matches_xla_without_loops()
 
 def test_model_cost_prints_counts(capsys):
     _load("model_cost").main(["--tiny", "--height", "32", "--width", "48", "--frames", "2",
-                              "--no-training"])
+                              "--no-training", "--audit"])
     out = capsys.readouterr().out
     assert "params: all" in out and "each further object" in out
+    assert "bfloat16 inference chunk, 1 object, 2 frames: " in out
+    assert "fusion/layer00.part" in out                   # the float32 appearance scores
+
+
+def test_precision_audit_counts_non_bfloat16_work_per_scope():
+    import jax
+    import jax.numpy as jnp
+    common = _load("common")
+    x16 = jnp.ones((2, 8, 8, 4), jnp.bfloat16)
+    k16 = jnp.ones((3, 3, 4, 4), jnp.bfloat16)
+    a32 = jnp.ones((16, 16), jnp.float32)
+
+    def fn(x, k, a):
+        with jax.named_scope("convs"):
+            y = jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                             dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        with jax.named_scope("loop"):
+            b = jax.lax.scan(lambda c, _: (jnp.dot(c, a, precision="highest"), None), a,
+                             None, length=3)[0]
+        return y, b
+    conv_flops, dot_flops = 2 * 2 * 8 * 8 * 4 * 36, 3 * 2 * 16 ** 3
+    share, rows = common.precision_audit(fn, x16, k16, a32)
+    assert share == dot_flops / (conv_flops + dot_flops)
+    assert len(rows) == 1
+    percent, gflop, op, operands, precision, scope = rows[0]
+    assert (gflop, op, operands, precision) == (dot_flops / 1e9, "dot", "float32 x float32",
+                                                "HIGHEST,HIGHEST")
+    assert scope.startswith("loop")
+
+
+def test_bfloat16_programs_leave_bfloat16_only_where_intended(tiny_model):
+    """The bfloat16 model's matrix work is bfloat16 x bfloat16 except the float32 parts
+    kept on purpose: the fusion module's appearance-score term, the mixture fits and
+    the BatchNorm running averages (plus, in the backward pass, the float32 cotangents of the 1x1 mask-propagation
+    terms). A new float32 product in the bfloat16 path (on GPUs: CUDA cores instead of
+    tensor cores, as the fusion conv once was) fails here."""
+    import dataclasses
+    import jax
+    import jax.numpy as jnp
+    common = _load("common")
+    from agame_jax import Segmenter, split_params
+    from agame_jax.model import recurrent
+    train_step = _load("train_step")
+    cfg, variables = tiny_model
+    cfg = dataclasses.replace(cfg, dtype="bfloat16")
+    seg = Segmenter(cfg, None)
+    frames = jax.ShapeDtypeStruct((2, 32, 48, 3), jnp.uint8)
+    objects = recurrent.ObjectTrack(first_frame=jax.ShapeDtypeStruct((2,), jnp.int32),
+                                    init_seg=jax.ShapeDtypeStruct((2, 2, 3, 2), jnp.float32))
+    chunk_args = jax.eval_shape(lambda f, o: common.steady_chunk_args(seg, variables, f, o),
+                                frames, objects)
+    trainable, frozen = split_params(variables["params"], cfg)
+    programs = {
+        "chunk": (seg.run_chunk, (variables,) + tuple(chunk_args)),
+        "train": (train_step.make_step(cfg), (
+            trainable, frozen, variables["batch_stats"],
+            jax.ShapeDtypeStruct((1, 3, 32, 48, 3), jnp.uint8),
+            jax.ShapeDtypeStruct((1, 3, 32, 48), jnp.uint8)))}
+    # "t,tc->c": layer4's BatchNorm running averages (training), [T] x [T, C] float32.
+    intended = ("fusion/layer00.part", "appearance._fit", "t,tc->c")
+    backward_1x1 = ("mask_prop.current/layer00.part", "mask_prop.reference/layer00.part")
+    for name, (fn, args) in programs.items():
+        share, rows = common.precision_audit(fn, *args, top=100)
+        assert rows, name                                  # the intended float32 parts
+        for _, _, _, operands, _, scope in rows:
+            ok = any(s in scope for s in intended) or (
+                name == "train" and scope.startswith("transpose(")
+                and operands == "float32 x bfloat16" and any(s in scope for s in backward_1x1))
+            assert ok, (name, operands, scope)
 
 
 def test_precision_agreement_on_a_checkpoint(tmp_path, tiny_model, capsys):
