@@ -90,6 +90,33 @@ def test_bfloat16_convolutions_keep_mixture_in_float32(tiny_model):
     assert (labels16 == labels32).mean() > 0.9
 
 
+def test_matmul_f32_out_rounds_only_the_cotangent():
+    """Forward: the plain bfloat16 product with float32 output. Backward: the cotangent
+    rounded to bfloat16, then products with float32 accumulation (float64 reference of
+    exactly that), never a float32 x bfloat16 product."""
+    from agame_jax.model.heads import matmul_f32_out
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((3, 40, 64)), jnp.bfloat16)
+    w = jnp.asarray(rng.standard_normal((64, 24)) / 8, jnp.bfloat16)
+    g = jnp.asarray(rng.standard_normal((3, 40, 24)), jnp.float32)
+    y = matmul_f32_out(x, w)
+    assert y.dtype == jnp.float32
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(jnp.einsum(
+        "...c,cd->...d", x, w, preferred_element_type=jnp.float32)))
+    loss = lambda x, w: jnp.sum(matmul_f32_out(x, w) * g)
+    dx, dw = jax.grad(loss, argnums=(0, 1))(x, w)
+    assert dx.dtype == jnp.bfloat16 and dw.dtype == jnp.bfloat16
+    x64, w64 = np.asarray(x, np.float64), np.asarray(w, np.float64)
+    g64 = np.asarray(g.astype(jnp.bfloat16), np.float64)
+    for got, want in ((dx, g64 @ w64.T), (dw, np.einsum("bnc,bnd->cd", x64, g64))):
+        # Exact up to the final rounding to bfloat16 (a relative 2^-8).
+        np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=2 ** -8,
+                                   atol=1e-6 * np.abs(want).max())
+    dots = [e for e in jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(x, w).jaxpr.eqns
+            if e.primitive.name == "dot_general"]
+    assert dots and all(v.aval.dtype == jnp.bfloat16 for e in dots for v in e.invars)
+
+
 def test_bf16_input_projection_matches_float64_values_and_gradients():
     from agame_jax.model.appearance import bf16_input_matmul
     rng = np.random.default_rng(0)
