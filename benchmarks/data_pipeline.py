@@ -28,7 +28,8 @@ def load_config(path: str):
     return module.get_config()
 
 
-def main(argv=None) -> None:
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line (also checked by the tests against the GPU scripts' commands)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/stage1.py")
     parser.add_argument("--sources", default="synthetic", help="overrides data.sources")
@@ -39,7 +40,11 @@ def main(argv=None) -> None:
     parser.add_argument("--width", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                         help="config overrides, e.g. data.davis_root=/data/DAVIS")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
     from agame_jax.data import pipeline
     from agame_jax.train.loop import clip_spec
     config = load_config(args.config)

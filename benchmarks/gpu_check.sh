@@ -6,7 +6,7 @@
 source "$(dirname "$0")/gpu_env.sh"
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  python3 -c "import jax, flax, optax, orbax.checkpoint as o; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
+  run python3 -c "import jax, flax, optax, orbax.checkpoint as o; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
   git log -1 --format='commit %H %cd' 2>/dev/null
   run env JAX_DEFAULT_MATMUL_PRECISION=highest python3 -m pytest -q -p no:cacheprovider \
       tests/test_parity_authors.py tests/test_convert.py::test_backbone_matches_torchvision

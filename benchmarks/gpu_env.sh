@@ -30,8 +30,11 @@ step_limit() {
   (( limit == 0 || limit > left )) && limit=$left
   echo "$limit"
 }
+# AGAME_DRY_RUN=1: run prints each command (shell-quoted, after "=== dry run: ") instead
+# of running it, and summarize does nothing; the tests check the commands' arguments so.
 run() {
   local limit
+  if [ -n "${AGAME_DRY_RUN:-}" ]; then echo "=== dry run: $(printf '%q ' "$@")"; return 0; fi
   if ! limit=$(step_limit "${AGAME_MIN_STEP_S:-45}"); then
     echo "=== skipped, $(( budget_end - SECONDS )) s of the budget left: $*"; return 0
   fi
@@ -42,6 +45,7 @@ run() {
 # summarize NAME...: one kernel/scope summary per profile folder, as $out/prof_NAME.txt.
 summarize() {
   local limit
+  [ -n "${AGAME_DRY_RUN:-}" ] && return 0
   for name in "$@"; do
     limit=$(step_limit 10) || { echo "=== no time left to summarize $name"; continue; }
     [ -d "$prof/$name" ] && timeout "$limit" python3 benchmarks/profile_summary.py \

@@ -7,7 +7,7 @@
 source "$(dirname "$0")/gpu_env.sh"
 {
   nvidia-smi --query-gpu=name,memory.total --format=csv
-  python3 -c "
+  run python3 -c "
 import jax
 from agame_jax import ModelConfig, init_variables
 from agame_jax.checkpoint import save_variables

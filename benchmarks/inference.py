@@ -50,7 +50,8 @@ def chunk_program(seg: Segmenter, variables, frames, objects, videos: int):
             (variables,) + steady_chunk_args(seg, variables, frames, objects, videos))
 
 
-def main(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line (also checked by the tests against the GPU scripts' commands)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser, height=480, width=864, frames=32)     # frames: per chunk
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 2, 5])
@@ -67,7 +68,11 @@ def main(argv=None):
                         help="--stream this many videos (FRAMES, FRAMES-7, FRAMES-14, …)")
     parser.add_argument("--stream-lanes", type=int, nargs="+", default=[1],
                         help="the Segmenter's lanes for --stream (one row each)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     variables = setup_run(args)
     overrides = parse_overrides(args.model)
     rng = np.random.default_rng(0)

@@ -95,7 +95,8 @@ def checkpoint_rows(path: str, videos: int, frames: int, size: int, objects: int
     return rows
 
 
-def main(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line (also checked by the tests against the GPU scripts' commands)."""
     default = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "authors_model"
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fixtures", type=Path, default=default)
@@ -105,7 +106,11 @@ def main(argv=None):
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--objects", type=int, default=2)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     print(device_line())
     rows = (checkpoint_rows(args.checkpoint, args.videos, args.frames, args.size, args.objects)
             if args.checkpoint else fixture_rows(args.fixtures))

@@ -45,12 +45,17 @@ def make_step(cfg, remat: bool = False, unroll: int = 1):
     return step
 
 
-def main(argv=None):
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line (also checked by the tests against the GPU scripts' commands)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser, height=240, width=432, frames=8)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--remat", nargs="+", choices=["no", "yes"], default=["no"])
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     variables = setup_run(args)
     overrides = parse_overrides(args.model)
     rng = np.random.default_rng(0)

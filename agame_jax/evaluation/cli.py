@@ -240,7 +240,8 @@ def _select_videos(args) -> list:
     return [video_sources.folder_video(args.data_root)]
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """evaluate.py's command line."""
     parser = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=DATASETS, required=True)
     parser.add_argument("--data-root", type=Path, required=True,
@@ -274,6 +275,11 @@ def main(argv=None) -> int:
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() and split the videos over "
                              "the processes; process 0 scores")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
     merge = args.dataset == "davis2016"
     scored = args.dataset in ("davis2017", "davis2016")
