@@ -14,9 +14,9 @@ def upsample_bilinear(x: jax.Array, factor: int) -> jax.Array:
     ``f·i + r`` samples input row ``i + (2r + 1 − f) / 2f``, i.e. a fixed two-tap blend of
     row ``i`` with its upper or lower neighbour; computing it as that stencil (one
     elementwise pass per axis, which fuses with its neighbours) rather than as
-    ``jax.image.resize``'s products with dense interpolation matrices keeps it off the
-    float32 matrix units: on GPUs those products ran as separate full-precision GEMM
-    kernels, once per object and frame.
+    ``jax.image.resize``'s products with dense (mostly zero) interpolation matrices at
+    full precision keeps it out of separate float32 GEMM kernels on GPUs, which it would
+    otherwise add to every object and frame of the recurrence.
     """
     y = x.astype(jnp.float32)
     for axis in (-3, -2):
