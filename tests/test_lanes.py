@@ -205,3 +205,31 @@ def test_validator_streams_its_videos_and_scores_as_one_by_one(tiny_model):
     # 3rd chunk holds the end of v0 and the start of v3): two programs.
     validator(variables)
     assert seg.timing["computed"] == 5 * 4 and seg.num_compilations == 2
+
+
+def test_chunk_frames_reuse_two_host_buffers_and_clear_unused_positions(tiny_model):
+    """A chunk's frames go through one of two host buffers taken in turn (stream_many
+    refills one only after the chunk before the previous finished), and positions
+    without a frame are zero, not what the buffer held two chunks before."""
+    from agame_jax.segmenter import _FrameBuffers
+    buffers = _FrameBuffers()
+    a, b, c = (buffers.take((1, 2, 3, 4, 3)) for _ in range(3))
+    assert a is not b and c is a and buffers.take((2, 2, 3, 4, 3)) is not a
+    cfg, variables = tiny_model
+    seg = Segmenter(cfg, variables, chunk_size=4)
+    rng = np.random.default_rng(0)
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:12, 4:12] = 1
+    full = rng.integers(1, 256, (9, 16, 16, 3), dtype=np.uint8)    # chunks of 4, 4, 1
+    schedule = LaneScheduler([(0, full, {0: mask})], 1, 4)
+    buffers = _FrameBuffers()
+    sent = []
+    while (planned := schedule.next_chunk()) is not None:
+        # Copied at once: on CPUs the device array may share the buffer's memory.
+        frames = seg._chunk_inputs(planned[0], planned[1], buffers)[0]
+        sent.append(np.array(frames, copy=True))
+    assert len(sent) == 3
+    np.testing.assert_array_equal(sent[0][0], full[0:4])
+    np.testing.assert_array_equal(sent[1][0], full[4:8])
+    np.testing.assert_array_equal(sent[2][0, 0], full[8])
+    assert not sent[2][0, 1:].any()            # the buffer of chunk 0 held frames 1-3 there
