@@ -347,17 +347,18 @@ class _FrameBuffers:
     on first write, which cost more than the copy itself (~100 ms a chunk on a 2-core VM).
     Two per shape, taken in turn: ``stream_many`` fills one for chunk k+1 only after chunk
     k-1's results were fetched, so the program that read it has finished (also where the
-    device array shares the buffer's memory, as on CPUs)."""
+    device array shares the buffer's memory, as on CPUs). Only the last shape's pair is
+    kept: videos come grouped by frame size, and a chunk still in flight holds its own
+    reference to its frames."""
 
     def __init__(self):
-        self._pairs = {}
+        self._shape, self._pair = None, []
 
     def take(self, shape) -> np.ndarray:
-        pair = self._pairs.get(shape)
-        if pair is None:
-            pair = self._pairs[shape] = [np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)]
-        pair.reverse()
-        return pair[0]
+        if shape != self._shape:
+            self._shape, self._pair = shape, [np.zeros(shape, np.uint8) for _ in range(2)]
+        self._pair.reverse()
+        return self._pair[0]
 
 
 def _resize_slots(states, slots: int):

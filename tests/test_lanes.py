@@ -214,7 +214,10 @@ def test_chunk_frames_reuse_two_host_buffers_and_clear_unused_positions(tiny_mod
     from agame_jax.segmenter import _FrameBuffers
     buffers = _FrameBuffers()
     a, b, c = (buffers.take((1, 2, 3, 4, 3)) for _ in range(3))
-    assert a is not b and c is a and buffers.take((2, 2, 3, 4, 3)) is not a
+    assert a is not b and c is a
+    d = buffers.take((2, 2, 3, 4, 3))                       # a new frame size: a new pair
+    assert d.shape == (2, 2, 3, 4, 3) and buffers.take(d.shape) is not d
+    assert buffers.take(d.shape) is d
     cfg, variables = tiny_model
     seg = Segmenter(cfg, variables, chunk_size=4)
     rng = np.random.default_rng(0)
