@@ -56,6 +56,9 @@ class ModelConfig:
     # "native", "space_to_batch" or "im2col" (agame_jax.model.dilated). Same results;
     # a speed choice per device.
     dilated_conv: str = "native"
+    # How the stem's 7×7 stride-2 convolution on the 3 colour channels is computed:
+    # "native" or "space_to_depth" (agame_jax.model.strided). Same results; a speed choice.
+    stem_conv: str = "native"
 
     def __post_init__(self):
         for name in ("backbone_blocks", "pyramid_dilations", "fusion_channels"):
@@ -68,6 +71,9 @@ class ModelConfig:
         if self.dilated_conv not in ("native", "space_to_batch", "im2col"):
             raise ValueError("model.dilated_conv must be native, space_to_batch or im2col, "
                              f"got {self.dilated_conv!r}")
+        if self.stem_conv not in ("native", "space_to_depth"):
+            raise ValueError("model.stem_conv must be native or space_to_depth, "
+                             f"got {self.stem_conv!r}")
         if self.no_appearance and self.no_mask_propagation:
             raise ValueError("model.no_appearance and model.no_mask_propagation leave the "
                              "fusion module with no input")

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from agame_jax.config import ModelConfig
-from agame_jax.model import dilated
+from agame_jax.model import dilated, strided
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -100,6 +100,7 @@ class Conv(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     dilated_conv: str = "native"        # ModelConfig.dilated_conv
+    strided_conv: str = "native"        # strided.METHODS (the stem: ModelConfig.stem_conv)
 
     @nn.compact
     def __call__(self, x: jax.Array, affine: tuple[jax.Array, jax.Array] | None = None):
@@ -114,10 +115,8 @@ class Conv(nn.Module):
             y = dilated.dilated_conv(x.astype(self.dtype), kernel.astype(self.dtype), d,
                                      self.dilated_conv)
         else:
-            pad = k // 2
-            y = jax.lax.conv_general_dilated(
-                x.astype(self.dtype), kernel.astype(self.dtype), (self.stride, self.stride),
-                [(pad, pad), (pad, pad)], dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            y = strided.strided_conv(x.astype(self.dtype), kernel.astype(self.dtype),
+                                     self.stride, self.strided_conv)
         return y if affine is None else y + affine[1].astype(self.dtype)
 
 
@@ -176,8 +175,8 @@ class ResNetOS16(nn.Module):
         width = cfg.backbone_width
         stem_bn = FrameBatchNorm(width, cfg.bn_momentum, cfg.bn_eps, cfg.compute_dtype,
                                  cfg.params_dtype, name="bn1")
-        x = nn.relu(Conv(width, 7, 2, 1, cfg.compute_dtype, cfg.params_dtype, name="conv1")(
-            x, stem_bn.affine()))
+        x = nn.relu(Conv(width, 7, 2, 1, cfg.compute_dtype, cfg.params_dtype,
+                         strided_conv=cfg.stem_conv, name="conv1")(x, stem_bn.affine()))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=[(1, 1), (1, 1)])
         outputs = {}
         # (stride, dilation of the first block, dilation of the others) per stage.
