@@ -117,6 +117,37 @@ def test_matmul_f32_out_rounds_only_the_cotangent():
     assert dots and all(v.aval.dtype == jnp.bfloat16 for e in dots for v in e.invars)
 
 
+def test_sliced_conv_parts_sum_to_the_concatenated_conv():
+    """``SlicedConv``'s parts (a 4-channel one elementwise in float32, a 6-channel one a
+    bfloat16 convolution) plus the bias equal the convolution of the concatenation
+    (float64 loop), the few-channel part to float32 accuracy and without a convolution
+    in its program (on GPUs: no float32 library call, no layout transposes)."""
+    from agame_jax.model.heads import SlicedConv
+    rng = np.random.default_rng(3)
+    scores = rng.standard_normal((2, 7, 9, 4)) * 300            # log-likelihood-sized
+    feats = rng.standard_normal((2, 7, 9, 6))
+    conv = SlicedConv(10, 5, 3, dtype=jnp.bfloat16)
+    params = conv.init(jax.random.key(0), jnp.zeros((1, 7, 9, 4)), 0,
+                       method=SlicedConv.part)
+    params = jax.tree_util.tree_map(
+        lambda p: jnp.asarray(rng.standard_normal(p.shape), p.dtype), params)
+    kernel, bias = (np.asarray(params["params"][n], np.float64) for n in ("kernel", "bias"))
+    part = lambda x, start: conv.apply(params, jnp.asarray(x, jnp.float32), start,
+                                       method=SlicedConv.part)
+    x = np.concatenate([scores, feats], axis=-1)
+    xp = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    terms = [sum(xp[:, a:a + 7, b:b + 9, sl] @ kernel[a, b, sl] for a in range(3)
+                 for b in range(3)) for sl in (slice(0, 4), slice(4, 10))]
+    got_scores = np.asarray(part(scores, 0), np.float64)
+    np.testing.assert_allclose(got_scores, terms[0], rtol=1e-5,
+                               atol=1e-6 * np.abs(terms[0]).max())
+    total = got_scores + np.asarray(part(feats, 4)) + bias
+    np.testing.assert_allclose(total, terms[0] + terms[1] + bias, rtol=0.05,
+                               atol=0.05 * np.abs(terms[1]).max())   # bfloat16 inputs
+    prims = {e.primitive.name for e in jax.make_jaxpr(lambda x: part(x, 0))(scores).eqns}
+    assert "conv_general_dilated" not in prims and "dot_general" not in prims
+
+
 def test_bf16_input_projection_matches_float64_values_and_gradients():
     from agame_jax.model.appearance import bf16_input_matmul
     rng = np.random.default_rng(0)

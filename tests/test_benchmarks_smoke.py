@@ -74,7 +74,7 @@ def test_model_cost_prints_counts(capsys):
     out = capsys.readouterr().out
     assert "params: all" in out and "each further object" in out
     assert "bfloat16 inference chunk, 1 object, 2 frames: " in out
-    assert "fusion/layer00.part" in out                   # the float32 appearance scores
+    assert "appearance._fit" in out                       # the float32 mixture fit
 
 
 def test_precision_audit_counts_non_bfloat16_work_per_scope():
@@ -105,10 +105,11 @@ def test_precision_audit_counts_non_bfloat16_work_per_scope():
 
 def test_bfloat16_programs_leave_bfloat16_only_where_intended(tiny_model):
     """The bfloat16 model's matrix work is bfloat16 x bfloat16 except the float32 parts
-    kept on purpose: the fusion module's appearance-score term, the mixture fits and
-    the BatchNorm running averages. A new float32 product in the bfloat16 path (on
-    GPUs: CUDA cores or TF32 instead of bfloat16 tensor cores, as the fusion conv once
-    was, and the backward of the 1x1 mask-propagation terms) fails here."""
+    kept on purpose: the mixture fits and the BatchNorm running averages (the fusion
+    module's float32 appearance-score term is elementwise, not a product). A new
+    float32 product in the bfloat16 path (on GPUs: CUDA cores or TF32 instead of
+    bfloat16 tensor cores, as the fusion conv once was, and the backward of the 1x1
+    mask-propagation terms) fails here."""
     import dataclasses
     import jax
     import jax.numpy as jnp
@@ -132,7 +133,7 @@ def test_bfloat16_programs_leave_bfloat16_only_where_intended(tiny_model):
             jax.ShapeDtypeStruct((1, 3, 32, 48, 3), jnp.uint8),
             jax.ShapeDtypeStruct((1, 3, 32, 48), jnp.uint8)))}
     # "t,tc->c": layer4's BatchNorm running averages (training), [T] x [T, C] float32.
-    intended = ("fusion/layer00.part", "appearance._fit", "t,tc->c")
+    intended = ("appearance._fit", "t,tc->c")
     for name, (fn, args) in programs.items():
         share, rows = common.precision_audit(fn, *args, top=100)
         assert rows, name                                  # the intended float32 parts

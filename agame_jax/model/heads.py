@@ -81,6 +81,24 @@ def _matmul_f32_out_bwd(residuals, g):
 matmul_f32_out.defvjp(_matmul_f32_out_fwd, _matmul_f32_out_bwd)
 
 
+def _few_channel_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """"Same" k×k convolution of ``x [..., h, w, c]`` (c ≤ 4: soft segmentations,
+    appearance scores) with ``kernel [k, k, c, D]`` as k²·c shifted elementwise products
+    in float32 → ``[..., h, w, D]`` float32.
+
+    A convolution with so few input channels does little arithmetic, but as a library
+    call in float32 (GPUs: CUDA cores, NCHW layout) it costs a kernel launch and layout
+    transposes of its D-channel output; elementwise, it fuses with what reads it."""
+    k = kernel.shape[0]
+    x, kernel = x.astype(jnp.float32), kernel.astype(jnp.float32)
+    h, w = x.shape[-3:-1]
+    pad = k // 2
+    if pad:
+        x = jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [(pad, pad), (pad, pad), (0, 0)])
+    return sum(x[..., a:a + h, b:b + w, i:i + 1] * kernel[a, b, i]
+               for a in range(k) for b in range(k) for i in range(x.shape[-1]))
+
+
 class SlicedConv(nn.Module):
     """A convolution over a channel concatenation, applied one input slice at a time.
 
@@ -108,12 +126,11 @@ class SlicedConv(nn.Module):
     def part(self, x: jax.Array, start: int, exact: bool = False) -> jax.Array:
         """``x [..., h, w, c]`` with kernel input channels ``start:start+c`` →
         ``[..., h, w, C_out]`` float32. ``exact``: float32 at full precision (otherwise
-        the module's ``dtype``)."""
+        the module's ``dtype``); a part of at most 4 channels is always computed in
+        float32, elementwise (``_few_channel_conv``)."""
         w = self.kernel[:, :, start:start + x.shape[-1]]
-        if self.kernel_size == 1 and x.shape[-1] <= 4:
-            # A few channels (the soft segmentations): elementwise, fuses with its consumer.
-            x, w = x.astype(jnp.float32), w[0, 0].astype(jnp.float32)
-            return sum(x[..., i:i + 1] * w[i] for i in range(x.shape[-1]))
+        if x.shape[-1] <= 4:
+            return _few_channel_conv(x, w)
         dtype = jnp.float32 if exact else self.dtype
         precision = jax.lax.Precision.HIGHEST if exact else None
         if self.kernel_size == 1:
