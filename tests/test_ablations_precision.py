@@ -148,6 +148,36 @@ def test_sliced_conv_parts_sum_to_the_concatenated_conv():
     assert "conv_general_dilated" not in prims and "dot_general" not in prims
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_few_channel_conv_values_and_gradients_match_a_convolution(k):
+    """The elementwise few-channel convolution and its backward (for k > 1 a custom
+    one, two matrix products over the shifted copies) against ``lax.conv`` at full
+    precision, with two leading axes (objects under ``vmap`` in the model)."""
+    from agame_jax.model.heads import _few_channel_conv
+    rng = np.random.default_rng(k)
+    x = jnp.asarray(rng.standard_normal((2, 3, 6, 8, 4)), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((k, k, 4, 5)), jnp.float32)
+    probe = jnp.asarray(rng.standard_normal((2, 3, 6, 8, 5)), jnp.float32)
+
+    def conv(x, kernel):
+        y = jax.lax.conv_general_dilated(
+            x.reshape(6, 6, 8, 4), kernel, (1, 1), "SAME",
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=jax.lax.Precision.HIGHEST)
+        return y.reshape(2, 3, 6, 8, 5)
+    loss = lambda f: lambda x, kernel: jnp.sum(jnp.tanh(f(x, kernel) / 4) * probe)
+    np.testing.assert_allclose(np.asarray(_few_channel_conv(x, kernel)),
+                               np.asarray(conv(x, kernel)), rtol=1e-5, atol=1e-5)
+    got = jax.grad(loss(_few_channel_conv), argnums=(0, 1))(x, kernel)
+    want = jax.grad(loss(conv), argnums=(0, 1))(x, kernel)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5)
+    grad_jaxpr = jax.make_jaxpr(jax.grad(loss(_few_channel_conv), argnums=(0, 1)))(x, kernel)
+    names = [e.primitive.name for e in grad_jaxpr.eqns]
+    assert "conv_general_dilated" not in names
+    if k > 1:                       # two products, not a reduction per tap and channel
+        assert names.count("reduce_sum") <= 2 and names.count("dot_general") == 2
+
+
 def test_bf16_input_projection_matches_float64_values_and_gradients():
     from agame_jax.model.appearance import bf16_input_matmul
     rng = np.random.default_rng(0)

@@ -88,15 +88,55 @@ def _few_channel_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
     A convolution with so few input channels does little arithmetic, but as a library
     call in float32 (GPUs: CUDA cores, NCHW layout) it costs a kernel launch and layout
-    transposes of its D-channel output; elementwise, it fuses with what reads it."""
-    k = kernel.shape[0]
+    transposes of its D-channel output; elementwise, it fuses with what reads it. For
+    k > 1 the backward pass is two matrix products over the k²·c shifted copies (not
+    k²·c separate reductions over the D-channel cotangent, which is what
+    differentiating the elementwise sum would give); for 1×1 kernels those are c ≤ 4."""
     x, kernel = x.astype(jnp.float32), kernel.astype(jnp.float32)
+    if kernel.shape[0] == 1:
+        return sum(x[..., i:i + 1] * kernel[0, 0, i] for i in range(x.shape[-1]))
+    return _shifted_products(x, kernel)
+
+
+def _shifts(x: jax.Array, k: int):
+    """The k² "same"-padded shifts of ``x [..., h, w, c]`` in (row, column) tap order."""
     h, w = x.shape[-3:-1]
     pad = k // 2
-    if pad:
-        x = jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [(pad, pad), (pad, pad), (0, 0)])
-    return sum(x[..., a:a + h, b:b + w, i:i + 1] * kernel[a, b, i]
-               for a in range(k) for b in range(k) for i in range(x.shape[-1]))
+    xp = jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [(pad, pad), (pad, pad), (0, 0)])
+    return [xp[..., a:a + h, b:b + w, :] for a in range(k) for b in range(k)]
+
+
+@jax.custom_vjp
+def _shifted_products(x, kernel):
+    k, c = kernel.shape[0], x.shape[-1]
+    taps = kernel.reshape(k * k, c, -1)
+    return sum(shift[..., i:i + 1] * taps[t, i]
+               for t, shift in enumerate(_shifts(x, k)) for i in range(c))
+
+
+def _shifted_products_fwd(x, kernel):
+    return _shifted_products(x, kernel), (x, kernel)
+
+
+def _shifted_products_bwd(residuals, g):
+    x, kernel = residuals
+    k, c, d = kernel.shape[0], x.shape[-1], kernel.shape[-1]
+    hi = jax.lax.Precision.HIGHEST
+    patches = jnp.concatenate(_shifts(x, k), axis=-1)                    # [..., h, w, k²c]
+    flat = lambda a: a.reshape(-1, a.shape[-1])
+    d_kernel = jnp.einsum("np,nd->pd", flat(patches), flat(g), precision=hi)
+    d_patches = jnp.einsum("...d,pd->...p", g, kernel.reshape(k * k * c, d), precision=hi)
+    # Each tap's gradient goes back to where its shift read from (the transposed shift).
+    h, w = x.shape[-3:-1]
+    pad = k // 2
+    lead = [(0, 0)] * (x.ndim - 3)
+    d_padded = sum(jnp.pad(d_patches[..., t * c:(t + 1) * c],
+                           lead + [(a, 2 * pad - a), (b, 2 * pad - b), (0, 0)])
+                   for t, (a, b) in enumerate((a, b) for a in range(k) for b in range(k)))
+    return d_padded[..., pad:pad + h, pad:pad + w, :], d_kernel.reshape(kernel.shape)
+
+
+_shifted_products.defvjp(_shifted_products_fwd, _shifted_products_bwd)
 
 
 class SlicedConv(nn.Module):
