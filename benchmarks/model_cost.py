@@ -3,6 +3,7 @@
     python benchmarks/model_cost.py                       # full size at 480×864 (CPU is fine)
     python benchmarks/model_cost.py --tiny --height 64 --width 96
     python benchmarks/model_cost.py --audit --no-training  # + where bfloat16 work is not
+    python benchmarks/model_cost.py --no-training --model stem_conv=space_to_depth
 
 Nothing runs: the convolutions and matrix products of the programs traced for these
 shapes are counted (``common.matmul_flops``: a multiply-add is 2, loop bodies count once
@@ -32,7 +33,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    matmul_flops, model_config, precision_audit, print_table, steady_chunk_args)
+    matmul_flops, model_config, parse_overrides, precision_audit, print_table,
+    steady_chunk_args)
 
 from agame_jax import Segmenter  # noqa: E402
 from agame_jax.model import recurrent  # noqa: E402
@@ -52,8 +54,11 @@ def main(argv=None):
                         help="list the matrix work of the bfloat16 programs that is not "
                              "bfloat16 x bfloat16")
     parser.add_argument("--audit-top", type=int, default=8, help="rows per audited program")
+    parser.add_argument("--model", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="ModelConfig fields to override, e.g. stem_conv=space_to_depth")
     args = parser.parse_args(argv)
-    cfg = model_config("float32", args.tiny)
+    args.overrides = parse_overrides(args.model)
+    cfg = model_config("float32", args.tiny, args.overrides)
     model = AGame(cfg)
     t_len, h, w = args.frames, args.height, args.width
     frames = jax.ShapeDtypeStruct((t_len, h, w, 3), jnp.uint8)
@@ -100,7 +105,7 @@ def _objects_shape(n_obj: int, h: int, w: int) -> recurrent.ObjectTrack:
 def audit(args, variables, frames, objects_1, top: int) -> None:
     """Print ``precision_audit`` tables of the bfloat16 chunk program (1 object) and,
     unless ``--no-training``, of the bfloat16 stage-2 training step."""
-    cfg = model_config("bfloat16", args.tiny)
+    cfg = model_config("bfloat16", args.tiny, args.overrides)
     seg = Segmenter(cfg, None)
     chunk_args = jax.eval_shape(lambda v, f, o: steady_chunk_args(seg, v, f, o),
                                 variables, frames, objects_1)

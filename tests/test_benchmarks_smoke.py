@@ -70,7 +70,7 @@ def test_matmul_flops_counts_loops_per_iteration_and_matches_xla_without_loops()
 
 def test_model_cost_prints_counts(capsys):
     _load("model_cost").main(["--tiny", "--height", "32", "--width", "48", "--frames", "2",
-                              "--no-training", "--audit"])
+                              "--no-training", "--audit", "--model", "stem_conv=space_to_depth"])
     out = capsys.readouterr().out
     assert "params: all" in out and "each further object" in out
     assert "bfloat16 inference chunk, 1 object, 2 frames: " in out
