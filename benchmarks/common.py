@@ -1,7 +1,9 @@
 """Shared helpers of the benchmark scripts: configs, timing, FLOPs, memory, tables."""
 from __future__ import annotations
 
+import argparse
 import math
+import re
 import statistics
 import time
 from pathlib import Path
@@ -20,16 +22,31 @@ def model_config(dtype: str, tiny: bool, overrides: dict | None = None) -> Model
     return ModelConfig(**{**(TINY if tiny else {}), **(overrides or {}), "dtype": dtype})
 
 
+def _overrides(items: list[str]) -> dict:
+    changed = ModelConfig().with_overrides(items).to_dict()        # ValueError if bad
+    keys = [item.partition("=")[0].strip() for item in items]
+    return {k: (tuple(changed[k]) if isinstance(changed[k], list) else changed[k])
+            for k in keys}
+
+
 def parse_overrides(items: list[str]) -> dict:
     """``["dilated_conv=im2col", "pyramid_dilations=(1, 2)"]`` → the changed fields
     (parsed as ``ModelConfig.with_overrides`` does; unknown fields are an error)."""
     try:
-        changed = ModelConfig().with_overrides(items).to_dict()
+        return _overrides(items)
     except ValueError as e:
         raise SystemExit(f"--model: {e}") from None
-    keys = [item.partition("=")[0].strip() for item in items]
-    return {k: (tuple(changed[k]) if isinstance(changed[k], list) else changed[k])
-            for k in keys}
+
+
+def variant_arg(item: str) -> dict:
+    """The argparse type of ``--variants``: ``"default"`` (nothing changed) or
+    ``"KEY=VALUE,KEY=VALUE"`` (commas inside parentheses belong to a value) → fields."""
+    if item == "default":
+        return {}
+    try:
+        return _overrides(re.split(r",(?![^()]*\))", item))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--variants {item}: {e}") from None
 
 
 def variant_label(overrides: dict, unroll: int = 1) -> str:
@@ -261,6 +278,12 @@ def add_common_args(parser, height: int, width: int, frames: int) -> None:
                         help="write a jax.profiler trace of the timed calls under this folder")
     parser.add_argument("--model", nargs="+", default=[], metavar="KEY=VALUE",
                         help="ModelConfig fields to override, e.g. dilated_conv=im2col")
+    parser.add_argument("--variants", type=variant_arg, nargs="+", default=[{}],
+                        metavar="KEY=VALUE[,KEY=VALUE]",
+                        help="speed settings to compare in one process, on top of --model, "
+                             "one row each: 'default' or e.g. dilated_conv=im2col,"
+                             "stem_conv=space_to_depth (they share the drawn weights, so "
+                             "they must not change the parameters)")
     parser.add_argument("--unroll", type=int, nargs="+", default=[1],
                         help="frames per iteration of the frame loop (lax.scan unroll); "
                              "several values give one row each")

@@ -4,6 +4,7 @@
     python benchmarks/inference.py --dtype bfloat16 float32 --videos 1 4
     python benchmarks/inference.py --tiny --height 64 --width 96 --frames 4   # CPU smoke test
     python benchmarks/inference.py --objects 1 --model dilated_conv=im2col --unroll 1 4
+    python benchmarks/inference.py --objects 1 5 --variants default dilated_conv=im2col
 
 Times the compiled chunk program of ``Segmenter`` on device-resident frames after a
 warm-up call (so compilation is excluded), with the state carried in from a previous
@@ -48,6 +49,16 @@ def chunk_program(seg: Segmenter, variables, frames, objects, videos: int):
     a video (``common.steady_chunk_args``): exactly what ``evaluate.py`` runs."""
     return (jax.jit(seg.run_chunk),
             (variables,) + steady_chunk_args(seg, variables, frames, objects, videos))
+
+
+def encode_program(model: AGame):
+    """The object-independent part of a chunk, jitted: ``(variables, frames [T, H, W, 3])``
+    → the per-frame terms the frame loop reads."""
+    @jax.jit
+    def encode(variables, frames):
+        x = model.apply(variables, frames[None], method=AGame.encode)
+        return x.app, x.prop, x.skip8, x.skip4
+    return encode
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -95,7 +106,7 @@ def main(argv=None):
         profile_calls(args.profile and Path(args.profile) / folder, stats["compiled"],
                       *call_args)
         clock.lap("profile")
-        clock.report(label)
+        clock.report(f"{label} {variant}".strip())
         n_frames = videos * t_len
         tflops, mfu = utilisation(stats["flops"], median, dtype, args.peak_tflops)
         gflop = None if stats["flops"] is None else stats["flops"] / n_frames / 1e9
@@ -108,21 +119,19 @@ def main(argv=None):
         print_table(header, rows[-1:])            # each row as soon as it is measured
         sys.stdout.flush()
 
-    for dtype in args.dtype:
-        cfg = model_config(dtype, args.tiny, overrides)
-        model = AGame(cfg)
-        encode = jax.jit(lambda v, f: (lambda x: (x.app, x.prop, x.skip8, x.skip4))(
-            model.apply(v, f[None], method=AGame.encode)))
+    for dtype, variant in [(d, v) for d in args.dtype for v in args.variants]:
+        settings = {**overrides, **variant}
+        cfg = model_config(dtype, args.tiny, settings)
         if not args.no_encode:
-            measure(f"encode {dtype}", variant_label(overrides), dtype, 1, 0, encode,
-                    (variables, frames))
+            measure(f"encode {dtype}", variant_label(settings), dtype, 1, 0,
+                    encode_program(AGame(cfg)), (variables, frames))
         for unroll in args.unroll:
             for videos in args.videos:
                 for n_obj in args.objects:
                     fn, call_args = chunk_program(Segmenter(cfg, variables, unroll=unroll),
                                                   variables, frames, _objects(n_obj, h, w),
                                                   videos)
-                    measure(f"{dtype} {videos}v {n_obj}obj", variant_label(overrides, unroll),
+                    measure(f"{dtype} {videos}v {n_obj}obj", variant_label(settings, unroll),
                             dtype, videos, n_obj, fn, call_args)
     print("\nall rows:")
     print_table(header, rows)

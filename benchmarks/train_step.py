@@ -4,6 +4,7 @@
     python benchmarks/train_step.py --batch 2 --frames 14 --height 480 --width 864   # stage 2
     python benchmarks/train_step.py --tiny --batch 2 --frames 3 --height 64 --width 64
     python benchmarks/train_step.py --model dilated_conv=space_to_batch --unroll 1 2
+    python benchmarks/train_step.py --variants default dilated_conv=im2col
 
 Only layer4 and the heads are differentiated, layer4's BatchNorm runs in training mode,
 the loss is fine + coarse cross-entropy. The optimiser update is not included.
@@ -69,11 +70,12 @@ def main(argv=None):
     header = ["variant", "dtype", "remat", "clips x frames", "size", "ms/step", "snippets/s",
               "pipelined snippets/s", "TFLOP/s", "MFU", "compile+1st s", "program GiB",
               "process peak GiB"]
-    for dtype, remat, unroll in [(d, r, u) for d in args.dtype for r in args.remat
-                                 for u in args.unroll]:
-        cfg = model_config(dtype, args.tiny, overrides)
+    for dtype, settings, remat, unroll in [(d, {**overrides, **v}, r, u) for d in args.dtype
+                                           for v in args.variants for r in args.remat
+                                           for u in args.unroll]:
+        cfg = model_config(dtype, args.tiny, settings)
         trainable, frozen = split_params(variables["params"], cfg)
-        variant = variant_label(overrides, unroll)
+        variant = variant_label(settings, unroll)
         step = make_step(cfg, remat == "yes", unroll)
         call_args = (trainable, frozen, variables["batch_stats"], frames, labels)
         clock = PhaseClock()

@@ -21,19 +21,37 @@ def _load(name):
      "frames/s"),
     ("train_step", ["--tiny", "--batch", "1", "--frames", "2", "--height", "32", "--width", "32",
                     "--dtype", "float32", "--repeats", "1",
-                    "--model", "dilated_conv=space_to_batch", "backbone_blocks=(1, 1, 1, 2)"],
+                    "--model", "backbone_blocks=(1, 1, 1, 2)",
+                    "--variants", "dilated_conv=space_to_batch"],
      "snippets/s"),
 ])
 def test_benchmark_prints_table(name, args, header, tmp_path, capsys):
     _load(name).main(args + ["--profile", str(tmp_path)])
     out = capsys.readouterr().out
     assert header in out and f"pipelined {header}" in out and "float32" in out
-    assert ("unroll=2" if name == "inference" else "dilated_conv=space_to_batch") in out
+    assert ("unroll=2" if name == "inference" else
+            "backbone_blocks=(1, 1, 1, 2) dilated_conv=space_to_batch") in out
     if name == "inference":
         assert "Segmenter.stream_many end to end" in out and "2x(1-5)x30x40" in out
     # Each timed program's trace comes with its HLO (for profile_summary's attribution).
     assert len(list(tmp_path.glob("*/program.hlo.txt"))) == (2 if name == "inference" else 1)
     assert list(tmp_path.glob("*/plugins/profile/*/*perfetto_trace.json.gz"))
+
+
+def test_variants_parse_on_top_of_the_model_settings():
+    """``--variants``: one row per item, each "default" or comma-separated settings
+    (commas inside parentheses belong to a value), unknown or bad settings refused."""
+    import argparse
+    common = _load("common")
+    args = _load("inference").parse_args([
+        "--model", "dtype=float32", "--variants", "default",
+        "dilated_conv=im2col,pyramid_dilations=(1, 2),stem_conv=space_to_depth"])
+    assert args.variants == [{}, {"dilated_conv": "im2col", "pyramid_dilations": (1, 2),
+                                  "stem_conv": "space_to_depth"}]
+    assert _load("train_step").parse_args([]).variants == [{}]
+    for bad in ("dilated_conv=fft", "no_such_field=1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--variants"):
+            common.variant_arg(bad)
 
 
 def test_data_pipeline_benchmark_prints_table(capsys):
