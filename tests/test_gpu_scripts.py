@@ -68,6 +68,17 @@ def _check_train_overrides(argv):
                 node = node[key]
 
 
+def _check_xla_flags(value):
+    """XLA parses every flag (GPU ones too) when a backend starts, and aborts on an
+    unknown flag or value: start the CPU backend with them."""
+    import os
+    import sys
+    result = subprocess.run([sys.executable, "-c", "import jax; jax.numpy.zeros(1)"],
+                            env={**os.environ, "XLA_FLAGS": value, "JAX_PLATFORMS": "cpu"},
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, f"XLA_FLAGS={value!r}: {result.stderr[-500:]}"
+
+
 @pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("gpu_*.sh")
                                           if p.name != "gpu_env.sh"))
 def test_gpu_script_commands_take_their_arguments(script, tmp_path):
@@ -85,6 +96,9 @@ def test_gpu_script_commands_take_their_arguments(script, tmp_path):
             continue                                 # inline snippets: run by the scripts
         argv = shlex.split(command)
         while argv[0] == "env" or "=" in argv[0]:
+            name, _, value = argv[0].partition("=")
+            if name == "XLA_FLAGS":
+                _check_xla_flags(value)
             argv = argv[1:]
         assert argv[0] == "python3", command
         if argv[1] == "-m":
