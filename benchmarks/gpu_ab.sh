@@ -8,8 +8,8 @@
 #   - 1/5-object inference: the default, model.stem_conv = space_to_depth (the stem's
 #     7x7/2 conv on 3 channels as a 4x4/1 conv on 16), and the two dilated formulations;
 #   - the whole frame loop as one CUDA graph (XLA's command buffers also for while loops
-#     and conditionals; by default each iteration's kernels are a graph of their own,
-#     launched by the host), 1/5-object inference against the default rows above;
+#     and conditionals; by default the host drives the loop an iteration at a time),
+#     1/5-object inference against the default rows above;
 #   - the frame loop unrolled 4 frames per iteration, 1-object inference.
 # Equality of the dilated and strided formulations on this device is tested first
 # (float32 without TF32, so the tolerances are those of the CPU tests).
