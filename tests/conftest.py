@@ -87,6 +87,21 @@ def tiny_config(**overrides):
     return ModelConfig(**fields)
 
 
+def assert_same_gradients(conv, want, got, x_shape, kernel_shape, seed=0, tol=1e-4):
+    """Gradients of ``sum(tanh(conv(x, kernel, method)) * probe)`` w.r.t. ``x`` and
+    ``kernel`` for method ``got`` equal those for ``want`` (random float32 inputs)."""
+    import jax
+    import jax.numpy as jnp
+    rng = np.random.default_rng(seed)
+    x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=kernel_shape), jnp.float32)
+    probe = jnp.asarray(rng.normal(size=conv(x, kernel, want).shape), jnp.float32)
+    loss = lambda x, kernel, m: jnp.sum(jnp.tanh(conv(x, kernel, m)) * probe)
+    expected = jax.grad(loss, argnums=(0, 1))(x, kernel, want)
+    for g, w in zip(jax.grad(loss, argnums=(0, 1))(x, kernel, got), expected):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=tol, atol=tol)
+
+
 def random_clip(rng, t=3, h=64, w=64, batch=None):
     """Random uint8 frames ``[t, h, w, 3]`` (or ``[batch, t, …]``) with a moving square."""
     shape = ((batch,) if batch else ()) + (t, h, w, 3)

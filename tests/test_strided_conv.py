@@ -52,18 +52,10 @@ def test_space_to_depth_runs_on_aligned_channels():
 
 
 def test_gradients_match_native():
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.normal(size=(2, 15, 18, 3)), jnp.float32)
-    kernel = jnp.asarray(rng.normal(size=(7, 7, 3, 4)), jnp.float32)
-    probe = jnp.asarray(rng.normal(size=(2, 8, 9, 4)), jnp.float32)
-
-    def loss(x, kernel, m):
-        y = strided.strided_conv(x, kernel, 2, m, precision=jax.lax.Precision.HIGHEST)
-        return jnp.sum(jnp.tanh(y) * probe)
-    want = jax.grad(loss, argnums=(0, 1))(x, kernel, "native")
-    got = jax.grad(loss, argnums=(0, 1))(x, kernel, "space_to_depth")
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-4, atol=1e-4)
+    from conftest import assert_same_gradients
+    conv = lambda x, kernel, m: strided.strided_conv(x, kernel, 2, m,
+                                                     precision=jax.lax.Precision.HIGHEST)
+    assert_same_gradients(conv, "native", "space_to_depth", (2, 15, 18, 3), (7, 7, 3, 4))
 
 
 def test_bad_method_or_kernel_is_refused():
