@@ -9,7 +9,7 @@
 #     7x7/2 conv on 3 channels as a 4x4/1 conv on 16), and the two dilated formulations;
 #   - the whole frame loop as one CUDA graph (XLA's command buffers also for while loops
 #     and conditionals; by default the host drives the loop an iteration at a time),
-#     1/5-object inference against the default rows above;
+#     1/5-object inference and the stage-2 step against the default rows above;
 #   - the frame loop unrolled 4 frames per iteration, 1-object inference.
 # Equality of the dilated and strided formulations on this device is tested first
 # (float32 without TF32, so the tolerances are those of the CPU tests).
@@ -25,8 +25,10 @@ source "$(dirname "$0")/gpu_env.sh"
       --profile "$prof/stage2_ab"
   run python3 benchmarks/inference.py --objects 1 5 --no-encode --variants default \
       stem_conv=space_to_depth dilated_conv=space_to_batch dilated_conv=im2col
-  run env XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL" \
-      python3 benchmarks/inference.py --objects 1 5 --no-encode
+  graphs="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL"
+  run env XLA_FLAGS="$graphs" python3 benchmarks/inference.py --objects 1 5 --no-encode
+  run env XLA_FLAGS="$graphs" python3 benchmarks/train_step.py --dtype bfloat16 --batch 2 \
+      --frames 14 --height 480 --width 864
   run python3 benchmarks/inference.py --objects 1 --no-encode --unroll 1 4
   summarize stage2_ab
 } 2>&1 | tee "$out/gpu_ab.log"
