@@ -19,7 +19,8 @@ REFERENCE.md counts ≈ 164 GFLOP for the backbone and ≈ 88 + 7 GFLOP per obje
 not have two bfloat16 operands (``common.precision_audit``), grouped by source scope:
 the 1-object chunk program and (unless ``--no-training``) the stage-2 training step. On
 a GPU those run in float32 (CUDA cores, or TF32) instead of on bfloat16 tensor cores; each
-should be a float32 computation kept on purpose (the mixture fit, the appearance scores).
+should be a float32 computation kept on purpose (the mixture fit; in training, the
+backward of the appearance-score term).
 """
 from __future__ import annotations
 

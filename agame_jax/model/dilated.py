@@ -47,14 +47,21 @@ def _space_to_batch(x, kernel, d, precision):
     return y.reshape(n, hp, wp, co)[:, :h, :w]
 
 
+def shifted_taps(x: jax.Array, k: int, dilation: int = 1) -> list[jax.Array]:
+    """The k² shifts of ``x [..., h, w, c]`` that a "same" k×k convolution with
+    ``dilation`` reads (zero-padded), each ``[..., h, w, c]``, in (row, column) tap order:
+    the order of an HWIO kernel's taps."""
+    h, w = x.shape[-3:-1]
+    pad = dilation * (k // 2)
+    xp = jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [(pad, pad), (pad, pad), (0, 0)])
+    return [xp[..., dilation * a: dilation * a + h, dilation * b: dilation * b + w, :]
+            for a in range(k) for b in range(k)]
+
+
 def _im2col(x, kernel, d, precision):
-    n, h, w, c = x.shape
-    k = kernel.shape[0]
-    pad = d * (k // 2)
-    xp = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    k, c = kernel.shape[0], x.shape[-1]
     # Tap order (row, column, channel) matches the HWIO kernel's reshape below.
-    cols = jnp.concatenate([xp[:, d * a: d * a + h, d * b: d * b + w]
-                            for a in range(k) for b in range(k)], axis=-1)
+    cols = jnp.concatenate(shifted_taps(x, k, d), axis=-1)
     return jnp.einsum("nhwc,cd->nhwd", cols, kernel.reshape(k * k * c, -1),
                       precision=precision, preferred_element_type=x.dtype)
 

@@ -98,20 +98,12 @@ def _few_channel_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return _shifted_products(x, kernel)
 
 
-def _shifts(x: jax.Array, k: int):
-    """The k² "same"-padded shifts of ``x [..., h, w, c]`` in (row, column) tap order."""
-    h, w = x.shape[-3:-1]
-    pad = k // 2
-    xp = jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [(pad, pad), (pad, pad), (0, 0)])
-    return [xp[..., a:a + h, b:b + w, :] for a in range(k) for b in range(k)]
-
-
 @jax.custom_vjp
 def _shifted_products(x, kernel):
     k, c = kernel.shape[0], x.shape[-1]
     taps = kernel.reshape(k * k, c, -1)
     return sum(shift[..., i:i + 1] * taps[t, i]
-               for t, shift in enumerate(_shifts(x, k)) for i in range(c))
+               for t, shift in enumerate(dilated.shifted_taps(x, k)) for i in range(c))
 
 
 def _shifted_products_fwd(x, kernel):
@@ -122,7 +114,7 @@ def _shifted_products_bwd(residuals, g):
     x, kernel = residuals
     k, c, d = kernel.shape[0], x.shape[-1], kernel.shape[-1]
     hi = jax.lax.Precision.HIGHEST
-    patches = jnp.concatenate(_shifts(x, k), axis=-1)                    # [..., h, w, k²c]
+    patches = jnp.concatenate(dilated.shifted_taps(x, k), axis=-1)       # [..., h, w, k²c]
     flat = lambda a: a.reshape(-1, a.shape[-1])
     d_kernel = jnp.einsum("np,nd->pd", flat(patches), flat(g), precision=hi)
     d_patches = jnp.einsum("...d,pd->...p", g, kernel.reshape(k * k * c, d), precision=hi)
