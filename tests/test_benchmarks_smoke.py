@@ -33,6 +33,13 @@ def test_benchmark_prints_table(name, args, header, tmp_path, capsys):
             "backbone_blocks=(1, 1, 1, 2) dilated_conv=space_to_batch") in out
     if name == "inference":
         assert "Segmenter.stream_many end to end" in out and "2x(1-5)x30x40" in out
+    # pick_variants.py reads the rows back from the printed tables.
+    sections = _load("pick_variants").parse_log(f"=== python3 benchmarks/{name}.py\n{out}")
+    rows = {(kind, work[0]): list(speeds) for (kind, work), speeds in sections[0].speeds.items()}
+    assert rows == ({("inference", "encode float32"): ["-"],
+                     ("inference", "float32 1v 2obj"): ["unroll=2"]} if name == "inference" else
+                    {("train", "float32"): ["backbone_blocks=(1, 1, 1, 2) "
+                                            "dilated_conv=space_to_batch"]})
     # Each timed program's trace comes with its HLO (for profile_summary's attribution).
     assert len(list(tmp_path.glob("*/program.hlo.txt"))) == (2 if name == "inference" else 1)
     assert list(tmp_path.glob("*/plugins/profile/*/*perfetto_trace.json.gz"))

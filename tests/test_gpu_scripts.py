@@ -42,11 +42,11 @@ def test_runner_without_budget_uses_the_step_timeout(tmp_path):
     assert lines[2:4] == ["=== echo ran", "ran"] and lines[4].startswith("=== exit 0 after ")
 
 
-def _dry_run_commands(script, tmp_path):
+def _dry_run_commands(script, tmp_path, *args):
     import os
     env = {**os.environ, "AGAME_DRY_RUN": "1", "AGAME_SHARED": str(tmp_path / "shared"),
            "AGAME_PROFILE_DIR": str(tmp_path / "prof")}
-    out = subprocess.run(["bash", str(BENCH / script), str(tmp_path / "out")],
+    out = subprocess.run(["bash", str(BENCH / script), str(tmp_path / "out"), *args],
                          capture_output=True, text=True, env=env, timeout=60).stdout
     prefix = "=== dry run: "
     return [line[len(prefix):] for line in out.splitlines() if line.startswith(prefix)]
@@ -128,3 +128,118 @@ def test_gpu_script_commands_take_their_arguments(script, tmp_path):
             _check_train_overrides(argv)
         else:
             raise AssertionError(f"unchecked command in {script}: {command}")
+
+
+def _load(name):
+    import importlib.util
+    import sys
+    spec = importlib.util.spec_from_file_location(f"gpu_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCH))
+    return module
+
+
+def _ab_log():
+    """A gpu_ab.sh-like log: per command, tables as the benchmarks print them (each row as
+    measured, then all rows again), with the runner's and XLA's lines in between."""
+    import contextlib
+    import io
+    common = _load("common")
+
+    def table(header, rows):
+        buf = io.StringIO()
+        with contextlib.redirect_stdout(buf):
+            for row in rows:                              # as measured ...
+                print("  done: a row")
+                common.print_table(header, [row])
+            print("\nall rows:")
+            common.print_table(header, rows)              # ... and the closing table
+        return buf.getvalue()
+    inference = ["work", "variant", "dtype", "objects", "ms/frame", "frames/s", "obj-frames/s",
+                 "pipelined frames/s"]
+    train = ["variant", "dtype", "clips x frames", "ms/step", "snippets/s"]
+    row = lambda work, variant, n, fps: [work, variant, "bfloat16", n, 1e3 / fps, fps, n * fps,
+                                         fps]
+    return "\n".join([
+        "NVIDIA H200, 143771 MiB", "=== python3 benchmarks/inference.py --variants ...",
+        "W1127 02:22:13.382102 cuda_timer.cc:88] Delay kernel timed out",
+        table(inference, [
+            row("bfloat16 1v 1obj", "-", 1, 100.0), row("bfloat16 1v 5obj", "-", 5, 50.0),
+            # stem: faster on both rows, x1.09 -> picked
+            row("bfloat16 1v 1obj", "stem_conv=space_to_depth", 1, 110.0),
+            row("bfloat16 1v 5obj", "stem_conv=space_to_depth", 5, 54.0),
+            # within the margin -> not picked
+            row("bfloat16 1v 1obj", "dilated_conv=space_to_batch", 1, 101.0),
+            row("bfloat16 1v 5obj", "dilated_conv=space_to_batch", 5, 50.5),
+            # faster on average (x1.04) but 10% slower on one row -> not picked
+            row("bfloat16 1v 1obj", "dilated_conv=im2col", 1, 120.0),
+            row("bfloat16 1v 5obj", "dilated_conv=im2col", 5, 45.0),
+            # a tuple value, faster -> picked, written without spaces
+            row("bfloat16 1v 1obj", "pyramid_dilations=(1, 2)", 1, 103.0),
+            row("bfloat16 1v 5obj", "pyramid_dilations=(1, 2)", 5, 52.0)]),
+        "=== exit 0 after 100 s",
+        "=== python3 benchmarks/train_step.py --variants ...",
+        table(train, [["-", "bfloat16", "2x14", 100.0, 10.0],
+                      ["dilated_conv=space_to_batch", "bfloat16", "2x14", 80.0, 12.0],
+                      ["dilated_conv=im2col", "bfloat16", "2x14", 75.0, 13.0]]),
+        "=== exit 0 after 150 s",
+        "=== env XLA_FLAGS= --xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL python3 "
+        "benchmarks/inference.py --objects 1 5 --no-encode",
+        table(inference, [row("bfloat16 1v 1obj", "-", 1, 150.0),
+                          row("bfloat16 1v 5obj", "-", 5, 60.0)]),
+        "=== exit 0 after 60 s",
+        "=== python3 benchmarks/inference.py --objects 1 --no-encode --unroll 1 4",
+        table(inference, [row("bfloat16 1v 1obj", "-", 1, 98.0),
+                          row("bfloat16 1v 1obj", "unroll=4", 1, 140.0)]),
+        "=== skipped, 30 s of the budget left: python3 -m pytest"])
+
+
+def test_pick_variants_reads_the_tables_and_picks_clear_winners(tmp_path):
+    import shlex
+    import sys
+    pick = _load("pick_variants")
+    sections = pick.parse_log(_ab_log())
+    assert [s.command.split()[0] for s in sections] == ["python3", "python3", "env", "python3"]
+    first = sections[0].speeds
+    assert set(first) == {("inference", ("bfloat16 1v 1obj", "bfloat16", "1")),
+                          ("inference", ("bfloat16 1v 5obj", "bfloat16", "5"))}
+    assert first[("inference", ("bfloat16 1v 5obj", "bfloat16", "5"))] == {
+        "-": 50.0, "stem_conv=space_to_depth": 54.0, "dilated_conv=space_to_batch": 50.5,
+        "dilated_conv=im2col": 45.0, "pyramid_dilations=(1, 2)": 52.0}
+    messages = []
+    picks = pick.compare(sections, margin=0.02, report=messages.append)
+    # Both dilated formulations won the training step: the faster one is kept.
+    assert picks == {"inference": {"stem_conv": "space_to_depth",
+                                   "pyramid_dilations": "(1, 2)"},
+                     "train": {"dilated_conv": "im2col"}}
+    text = "\n".join(messages)
+    assert "unroll=4" in text and "not a model setting" in text
+    # The command-buffer run is compared with the first plain default rows, not picked.
+    assert "XLA_FLAGS=--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL x1.500" in text
+    assert "x1.200 over the same row without" in text
+
+    (tmp_path / "ab.log").write_text(_ab_log())
+    picker = [sys.executable, str(BENCH / "pick_variants.py")]
+    words = subprocess.run(picker + [str(tmp_path / "ab.log")], capture_output=True, text=True,
+                           check=True).stdout.split()
+    assert sorted(words) == ["inference:pyramid_dilations=(1,2)",
+                             "inference:stem_conv=space_to_depth", "train:dilated_conv=im2col"]
+    missing = subprocess.run(picker + [str(tmp_path / "no")], capture_output=True, text=True,
+                             check=True)
+    assert missing.stdout.strip() == "" and "keeping the defaults" in missing.stderr
+
+    # gpu_perf.sh gives the inference picks to the inference rows only, the training
+    # picks to the training rows only, and unprefixed settings to both.
+    commands = _dry_run_commands("gpu_perf.sh", tmp_path, *words, "fusion_channels=(8,4)")
+    assert len(commands) == 5
+    for command in commands:
+        argv = shlex.split(command)
+        start = argv.index("--model") + 1
+        stop = next((i for i in range(start, len(argv)) if argv[i].startswith("--")), len(argv))
+        expected = ({"pyramid_dilations=(1,2)", "stem_conv=space_to_depth"}
+                    if "inference.py" in command else {"dilated_conv=im2col"})
+        assert set(argv[start:stop]) == expected | {"fusion_channels=(8,4)"}, command
