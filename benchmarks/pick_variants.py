@@ -9,9 +9,11 @@ run with ``--variants``): each command's tables, with their rows of the default 
 kind of work (``inference`` rows in frames/s, ``train`` rows in snippets/s) when its
 speed over the default's, geometric mean over the rows it shares with the default (object
 counts, step shapes), is at least ``1 + margin`` and no row is slower than ``1 - margin``.
-Winners are combined best first, one value per ``ModelConfig`` field; settings that are
-not ``ModelConfig`` fields (``unroll``) and commands run under other ``XLA_FLAGS`` are
-reported, not picked.
+A training variant whose first-step loss or gradient norm (``train_step.py``'s
+``loss`` and ``|grad|`` columns) moves more than ``tolerance`` from the default's computes
+something else and is not picked. Winners are combined best first, one value per
+``ModelConfig`` field; settings that are not ``ModelConfig`` fields (``unroll``) and
+commands run under other ``XLA_FLAGS`` are reported, not picked.
 
 Prints the picks as ``inference:KEY=VALUE`` / ``train:KEY=VALUE`` words (what
 ``gpu_perf.sh`` takes; nothing when the defaults stay) and the comparison on stderr. A
@@ -33,13 +35,19 @@ from agame_jax import ModelConfig  # noqa: E402
 COMMAND = re.compile(r"^=== (?!exit |skipped|dry run|no time)(.*)$")
 
 
+# Columns of result values that a variant changing only the speed keeps (train_step.py).
+RESULT_COLUMNS = ("loss", "|grad|")
+
+
 class Section:
-    """One command of the log and the speed rows it printed: ``speeds[(kind, work key)]``
-    is ``{variant label: speed}``."""
+    """One command of the log and the rows it printed: ``speeds[(kind, work key)]`` is
+    ``{variant label: speed}``, ``results[(kind, work key)]`` ``{variant label: {column:
+    value}}`` for the ``RESULT_COLUMNS`` the table has."""
 
     def __init__(self, command: str):
         self.command = command
         self.speeds: dict[tuple, dict[str, float]] = {}
+        self.results: dict[tuple, dict[str, dict[str, float]]] = {}
 
 
 def _cells(line: str) -> list[str]:
@@ -75,9 +83,12 @@ def parse_log(text: str) -> list[Section]:
         work = tuple(c for h, c in zip(header[:first_timing], cells) if h != "variant")
         try:
             speed = float(cells[header.index(speed_col)])
+            results = {c: float(cells[header.index(c)]) for c in RESULT_COLUMNS if c in header}
         except ValueError:
             continue
-        sections[-1].speeds.setdefault((kind, work), {})[cells[header.index("variant")]] = speed
+        label = cells[header.index("variant")]
+        sections[-1].speeds.setdefault((kind, work), {})[label] = speed
+        sections[-1].results.setdefault((kind, work), {})[label] = results
     return sections
 
 
@@ -90,20 +101,31 @@ def _settings(label: str) -> dict | None:
     return items if items and all(k in fields for k in items) else None
 
 
-def compare(sections: list[Section], margin: float, report=print) -> dict[str, dict]:
-    """``{kind: {field: value}}`` of the winning variants (see the module docstring)."""
+def compare(sections: list[Section], margin: float, tolerance: float = 0.05,
+            report=print) -> dict[str, dict]:
+    """``{kind: {field: value}}`` of the winning variants (see the module docstring); a
+    variant whose loss or gradient norm differs from the default's by more than
+    ``tolerance`` (relative) on any row is not picked."""
     # kind -> variant label -> [speed ratio per row]
     ratios: dict[str, dict[str, list[float]]] = {}
+    differs: set[tuple[str, str]] = set()
     for section in sections:
         if "XLA_FLAGS=" in section.command:
             continue
         for (kind, work), speeds in section.speeds.items():
             if "-" not in speeds:
                 continue
+            results = section.results[(kind, work)]
             for label, speed in speeds.items():
-                if label != "-":
-                    ratios.setdefault(kind, {}).setdefault(label, []).append(
-                        speed / speeds["-"])
+                if label == "-":
+                    continue
+                ratios.setdefault(kind, {}).setdefault(label, []).append(speed / speeds["-"])
+                for column, value in results[label].items():
+                    base = results["-"][column]
+                    if abs(value - base) > tolerance * abs(base):
+                        differs.add((kind, label))
+                        report(f"{kind:9s} {label:40s} {column} {value:.6g} against the "
+                               f"default's {base:.6g} on {' '.join(work)}")
     picks = {}
     for kind, by_label in sorted(ratios.items()):
         scored = []
@@ -112,7 +134,9 @@ def compare(sections: list[Section], margin: float, report=print) -> dict[str, d
             settings = _settings(label)
             wins = mean >= 1 + margin and min(rs) >= 1 - margin
             verdict = ("not a model setting" if settings is None
+                       else "results differ" if (kind, label) in differs
                        else "wins" if wins else "no gain")
+            wins = wins and (kind, label) not in differs
             report(f"{kind:9s} {label:40s} x{mean:.3f} over the default "
                    f"(rows: {', '.join(f'{r:.3f}' for r in rs)}): {verdict}")
             if settings is not None and wins:
@@ -150,13 +174,16 @@ def main(argv=None) -> None:
     parser.add_argument("log", help="gpu_ab.sh's log (or any benchmark log with --variants)")
     parser.add_argument("--margin", type=float, default=0.02,
                         help="least relative gain to pick a variant (and most loss on any row)")
+    parser.add_argument("--tolerance", type=float, default=0.05,
+                        help="most relative change of the loss or gradient norm (training rows)")
     args = parser.parse_args(argv)
     report = lambda msg: print(msg, file=sys.stderr)
     path = Path(args.log)
     if not path.exists():
         report(f"pick_variants: {path} not found; keeping the defaults")
         return
-    picks = compare(parse_log(path.read_text(errors="replace")), args.margin, report)
+    picks = compare(parse_log(path.read_text(errors="replace")), args.margin, args.tolerance,
+                    report)
     # no spaces inside a word: the picks are meant for $(...) on a command line
     words = [f"{kind}:{k}={v.replace(' ', '')}"
              for kind, chosen in picks.items() for k, v in chosen.items()]

@@ -69,7 +69,7 @@ def main(argv=None):
     rows = []
     header = ["variant", "dtype", "remat", "clips x frames", "size", "ms/step", "snippets/s",
               "pipelined snippets/s", "TFLOP/s", "MFU", "compile+1st s", "program GiB",
-              "process peak GiB"]
+              "process peak GiB", "loss", "|grad|"]
     for dtype, settings, remat, unroll in [(d, {**overrides, **v}, r, u) for d in args.dtype
                                            for v in args.variants for r in args.remat
                                            for u in args.unroll]:
@@ -85,7 +85,13 @@ def main(argv=None):
         # Model FLOPs: recomputation (remat) not counted.
         stats["flops"] = matmul_flops(make_step(cfg, False), *call_args)
         clock.lap("count FLOPs")
-        assert np.isfinite(float(stats["out"][0][0])), "non-finite loss"
+        # The first step's loss and gradient norm: variants that only change how the
+        # step is computed show the same values (to bfloat16 rounding).
+        (loss, _), grads = stats["out"]
+        loss = float(loss)
+        grad_norm = float(jnp.sqrt(sum(jnp.sum(jnp.square(g.astype(jnp.float32)))
+                                       for g in jax.tree_util.tree_leaves(grads))))
+        assert np.isfinite(loss) and np.isfinite(grad_norm), "non-finite loss or gradient"
         label = "_".join(f"{dtype} {b}x{t} {h}x{w} remat-{remat} {variant}"
                          .replace("=", "-").split())
         profile_calls(args.profile and Path(args.profile) / label, stats["compiled"],
@@ -94,8 +100,9 @@ def main(argv=None):
         clock.report(label)
         tflops, mfu = utilisation(stats["flops"], median, dtype, args.peak_tflops)
         rows.append([variant or "-", dtype, remat, f"{b}x{t}", f"{h}x{w}", median * 1e3,
-                     b / median, b / stats["pipelined"], tflops, None if mfu is None else f"{100 * mfu:.1f}%", first,
-                     stats["program_gib"], peak_memory_gib()])
+                     b / median, b / stats["pipelined"], tflops,
+                     None if mfu is None else f"{100 * mfu:.1f}%", first,
+                     stats["program_gib"], peak_memory_gib(), f"{loss:.6g}", f"{grad_norm:.6g}"])
         print_table(header, rows[-1:])        # each row as soon as it is measured
         sys.stdout.flush()
     print("\nall rows:")

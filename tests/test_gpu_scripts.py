@@ -161,7 +161,7 @@ def _ab_log():
         return buf.getvalue()
     inference = ["work", "variant", "dtype", "objects", "ms/frame", "frames/s", "obj-frames/s",
                  "pipelined frames/s"]
-    train = ["variant", "dtype", "clips x frames", "ms/step", "snippets/s"]
+    train = ["variant", "dtype", "clips x frames", "ms/step", "snippets/s", "loss", "|grad|"]
     row = lambda work, variant, n, fps: [work, variant, "bfloat16", n, 1e3 / fps, fps, n * fps,
                                          fps]
     return "\n".join([
@@ -183,9 +183,13 @@ def _ab_log():
             row("bfloat16 1v 5obj", "pyramid_dilations=(1, 2)", 5, 52.0)]),
         "=== exit 0 after 100 s",
         "=== python3 benchmarks/train_step.py --variants ...",
-        table(train, [["-", "bfloat16", "2x14", 100.0, 10.0],
-                      ["dilated_conv=space_to_batch", "bfloat16", "2x14", 80.0, 12.0],
-                      ["dilated_conv=im2col", "bfloat16", "2x14", 75.0, 13.0]]),
+        table(train, [["-", "bfloat16", "2x14", 100.0, 10.0, "0.75", "12.0"],
+                      ["dilated_conv=space_to_batch", "bfloat16", "2x14", 80.0, 12.0,
+                       "0.7501", "12.01"],
+                      ["dilated_conv=im2col", "bfloat16", "2x14", 75.0, 13.0, "0.75", "12.1"],
+                      # the fastest, but its gradient differs by 12%: not picked
+                      ["stem_conv=space_to_depth", "bfloat16", "2x14", 50.0, 20.0, "0.75",
+                       "13.5"]]),
         "=== exit 0 after 150 s",
         "=== env XLA_FLAGS= --xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL python3 "
         "benchmarks/inference.py --objects 1 5 --no-encode",
@@ -218,6 +222,8 @@ def test_pick_variants_reads_the_tables_and_picks_clear_winners(tmp_path):
                      "train": {"dilated_conv": "im2col"}}
     text = "\n".join(messages)
     assert "unroll=4" in text and "not a model setting" in text
+    assert "|grad| 13.5 against the default's 12 on bfloat16 2x14" in text
+    assert "stem_conv=space_to_depth" in text and "results differ" in text
     # The command-buffer run is compared with the first plain default rows, not picked.
     assert "XLA_FLAGS=--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL x1.500" in text
     assert "x1.200 over the same row without" in text
