@@ -253,6 +253,18 @@ def peak_memory_gib() -> float | None:
     return None if peak is None else peak / 2 ** 30
 
 
+def label_iou(a, b, ids, keep=None) -> float:
+    """Mean over object ids of the IoU of their pixels in two label maps (1 for an object
+    that neither map contains: they agree); ``keep`` masks the pixels counted."""
+    import numpy as np
+    keep = np.ones(a.shape, bool) if keep is None else keep
+    ious = []
+    for i in ids:
+        union = (((a == i) | (b == i)) & keep).sum()
+        ious.append(1.0 if union == 0 else ((a == i) & (b == i) & keep).sum() / union)
+    return float(np.mean(ious))
+
+
 def print_table(header: list[str], rows: list[list]) -> None:
     cells = [header] + [["-" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
                          for v in row] for row in rows]

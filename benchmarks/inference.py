@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     PhaseClock, add_common_args, compile_and_time, matmul_flops, model_config,
-    peak_memory_gib, parse_overrides, print_table, profile_calls, setup_run,
+    label_iou, peak_memory_gib, parse_overrides, print_table, profile_calls, setup_run,
     steady_chunk_args, utilisation, variant_label)
 
 from agame_jax import Segmenter  # noqa: E402
@@ -93,7 +93,8 @@ def main(argv=None):
 
     header = ["work", "variant", "dtype", "videos", "objects", "size", "chunk", "ms/frame",
               "frames/s", "obj-frames/s", "pipelined frames/s", "GFLOP/frame", "TFLOP/s",
-              "MFU", "compile+1st s", "program GiB", "process peak GiB"]
+              "MFU", "compile+1st s", "program GiB", "process peak GiB", "IoU vs first"]
+    first_labels = {}
 
     def measure(label, variant, dtype, videos, n_obj, fn, call_args):
         clock = PhaseClock()
@@ -107,6 +108,14 @@ def main(argv=None):
                       *call_args)
         clock.lap("profile")
         clock.report(f"{label} {variant}".strip())
+        # The chunk's label maps against those of the first row of the same work (the
+        # default settings): speed settings keep them, up to rounding near ties.
+        iou = None
+        if n_obj:
+            labels = np.asarray(stats["out"][2])
+            reference = first_labels.setdefault((dtype, videos, n_obj), labels)
+            iou = (None if reference is labels
+                   else label_iou(labels, reference, range(1, n_obj + 1)))
         n_frames = videos * t_len
         tflops, mfu = utilisation(stats["flops"], median, dtype, args.peak_tflops)
         gflop = None if stats["flops"] is None else stats["flops"] / n_frames / 1e9
@@ -115,7 +124,7 @@ def main(argv=None):
                      n_frames * max(n_obj, 1) / median, n_frames / stats["pipelined"], gflop,
                      tflops,
                      None if mfu is None else f"{100 * mfu:.1f}%", first,
-                     stats["program_gib"], peak_memory_gib()])
+                     stats["program_gib"], peak_memory_gib(), iou])
         print_table(header, rows[-1:])            # each row as soon as it is measured
         sys.stdout.flush()
 

@@ -10,8 +10,9 @@ kind of work (``inference`` rows in frames/s, ``train`` rows in snippets/s) when
 speed over the default's, geometric mean over the rows it shares with the default (object
 counts, step shapes), is at least ``1 + margin`` and no row is slower than ``1 - margin``.
 A training variant whose first-step loss or gradient norm (``train_step.py``'s
-``loss`` and ``|grad|`` columns) moves more than ``tolerance`` from the default's computes
-something else and is not picked. Winners are combined best first, one value per
+``loss`` and ``|grad|`` columns) moves more than ``tolerance`` from the default's, or an
+inference variant whose label maps have a mean IoU below ``min_iou`` with the default's
+(``inference.py``'s ``IoU vs first``), computes something else and is not picked. Winners are combined best first, one value per
 ``ModelConfig`` field; settings that are not ``ModelConfig`` fields (``unroll``) and
 commands run under other ``XLA_FLAGS`` are reported, not picked.
 
@@ -35,8 +36,10 @@ from agame_jax import ModelConfig  # noqa: E402
 COMMAND = re.compile(r"^=== (?!exit |skipped|dry run|no time)(.*)$")
 
 
-# Columns of result values that a variant changing only the speed keeps (train_step.py).
-RESULT_COLUMNS = ("loss", "|grad|")
+# Columns of result values that a variant changing only the speed keeps: train_step.py's
+# first-step loss and gradient norm (compared with the default's), inference.py's mean IoU
+# of the chunk's label maps against the first row's (the default's).
+RESULT_COLUMNS = ("loss", "|grad|", "IoU vs first")
 
 
 class Section:
@@ -83,9 +86,10 @@ def parse_log(text: str) -> list[Section]:
         work = tuple(c for h, c in zip(header[:first_timing], cells) if h != "variant")
         try:
             speed = float(cells[header.index(speed_col)])
-            results = {c: float(cells[header.index(c)]) for c in RESULT_COLUMNS if c in header}
         except ValueError:
             continue
+        results = {c: float(cells[header.index(c)]) for c in RESULT_COLUMNS
+                   if c in header and cells[header.index(c)] != "-"}
         label = cells[header.index("variant")]
         sections[-1].speeds.setdefault((kind, work), {})[label] = speed
         sections[-1].results.setdefault((kind, work), {})[label] = results
@@ -101,11 +105,19 @@ def _settings(label: str) -> dict | None:
     return items if items and all(k in fields for k in items) else None
 
 
+def _same_results(value: float, base: float | None, column: str, tolerance: float,
+                  min_iou: float) -> bool:
+    if column == "IoU vs first":
+        return value >= min_iou
+    return base is None or abs(value - base) <= tolerance * abs(base)
+
+
 def compare(sections: list[Section], margin: float, tolerance: float = 0.05,
-            report=print) -> dict[str, dict]:
+            min_iou: float = 0.9, report=print) -> dict[str, dict]:
     """``{kind: {field: value}}`` of the winning variants (see the module docstring); a
     variant whose loss or gradient norm differs from the default's by more than
-    ``tolerance`` (relative) on any row is not picked."""
+    ``tolerance`` (relative), or whose labels' IoU with the default's is below
+    ``min_iou``, on any row, is not picked."""
     # kind -> variant label -> [speed ratio per row]
     ratios: dict[str, dict[str, list[float]]] = {}
     differs: set[tuple[str, str]] = set()
@@ -121,11 +133,12 @@ def compare(sections: list[Section], margin: float, tolerance: float = 0.05,
                     continue
                 ratios.setdefault(kind, {}).setdefault(label, []).append(speed / speeds["-"])
                 for column, value in results[label].items():
-                    base = results["-"][column]
-                    if abs(value - base) > tolerance * abs(base):
+                    base = results["-"].get(column)
+                    if not _same_results(value, base, column, tolerance, min_iou):
                         differs.add((kind, label))
                         report(f"{kind:9s} {label:40s} {column} {value:.6g} against the "
-                               f"default's {base:.6g} on {' '.join(work)}")
+                               f"default's {'-' if base is None else f'{base:.6g}'} on "
+                               f"{' '.join(work)}")
     picks = {}
     for kind, by_label in sorted(ratios.items()):
         scored = []
@@ -176,6 +189,9 @@ def main(argv=None) -> None:
                         help="least relative gain to pick a variant (and most loss on any row)")
     parser.add_argument("--tolerance", type=float, default=0.05,
                         help="most relative change of the loss or gradient norm (training rows)")
+    parser.add_argument("--min-iou", type=float, default=0.9,
+                        help="least IoU of a variant's labels with the default's (inference "
+                             "rows; rounding moves near ties only, a broken variant more)")
     args = parser.parse_args(argv)
     report = lambda msg: print(msg, file=sys.stderr)
     path = Path(args.log)
@@ -183,7 +199,7 @@ def main(argv=None) -> None:
         report(f"pick_variants: {path} not found; keeping the defaults")
         return
     picks = compare(parse_log(path.read_text(errors="replace")), args.margin, args.tolerance,
-                    report)
+                    args.min_iou, report)
     # no spaces inside a word: the picks are meant for $(...) on a command line
     words = [f"{kind}:{k}={v.replace(' ', '')}"
              for kind, chosen in picks.items() for k, v in chosen.items()]

@@ -25,24 +25,13 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_line, print_table  # noqa: E402
+from common import device_line, label_iou, print_table  # noqa: E402
 
 from agame_jax import ModelConfig, Segmenter  # noqa: E402
 
 TIE_MARGIN = 0.1
 VARIANTS = (("bfloat16", "bfloat16", "default"),
             ("float32 default precision", "float32", "default"))
-
-
-def _iou(a, b, ids, keep=None):
-    """Mean over objects of the IoU of their pixels in two label maps (1 for an object
-    that neither map contains: they agree)."""
-    keep = np.ones(a.shape, bool) if keep is None else keep
-    ious = []
-    for i in ids:
-        union = (((a == i) | (b == i)) & keep).sum()
-        ious.append(1.0 if union == 0 else ((a == i) & (b == i) & keep).sum() / union)
-    return float(np.mean(ious))
 
 
 def compare(name, model_config, variables, frames, masks, ids) -> list[list]:
@@ -62,10 +51,10 @@ def compare(name, model_config, variables, frames, masks, ids) -> list[list]:
         labels, probs = run(dtype, precision)
         labels, probs = labels[1:], probs[1:]
         differ = labels != ref_labels
-        rows.append([name, label, float((~differ).mean()), _iou(labels, ref_labels, ids),
+        rows.append([name, label, float((~differ).mean()), label_iou(labels, ref_labels, ids),
                      float(np.abs(probs - ref_probs).max()),
                      float(tie[differ].mean()) if differ.any() else None,
-                     _iou(labels, ref_labels, ids, keep=~tie)])
+                     label_iou(labels, ref_labels, ids, keep=~tie)])
     return rows
 
 

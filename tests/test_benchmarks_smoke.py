@@ -16,7 +16,7 @@ def _load(name):
 
 @pytest.mark.parametrize("name,args,header", [
     ("inference", ["--tiny", "--height", "32", "--width", "48", "--frames", "2",
-                   "--objects", "2", "--dtype", "float32", "--repeats", "1", "--unroll", "2",
+                   "--objects", "2", "--dtype", "float32", "--repeats", "1", "--unroll", "1", "2",
                    "--stream", "5", "--stream-size", "30x40", "--stream-videos", "2"],
      "frames/s"),
     ("train_step", ["--tiny", "--batch", "1", "--frames", "2", "--height", "32", "--width", "32",
@@ -37,11 +37,14 @@ def test_benchmark_prints_table(name, args, header, tmp_path, capsys):
     sections = _load("pick_variants").parse_log(f"=== python3 benchmarks/{name}.py\n{out}")
     rows = {(kind, work[0]): list(speeds) for (kind, work), speeds in sections[0].speeds.items()}
     assert rows == ({("inference", "encode float32"): ["-"],
-                     ("inference", "float32 1v 2obj"): ["unroll=2"]} if name == "inference" else
+                     ("inference", "float32 1v 2obj"): ["-", "unroll=2"]} if name == "inference" else
                     {("train", "float32"): ["backbone_blocks=(1, 1, 1, 2) "
                                             "dilated_conv=space_to_batch"]})
+    if name == "inference":               # unrolling keeps the labels: IoU 1 with the first row
+        (results,) = [r for (_, work), r in sections[0].results.items() if work[0].endswith("obj")]
+        assert results == {"-": {}, "unroll=2": {"IoU vs first": 1.0}}
     # Each timed program's trace comes with its HLO (for profile_summary's attribution).
-    assert len(list(tmp_path.glob("*/program.hlo.txt"))) == (2 if name == "inference" else 1)
+    assert len(list(tmp_path.glob("*/program.hlo.txt"))) == (3 if name == "inference" else 1)
     assert list(tmp_path.glob("*/plugins/profile/*/*perfetto_trace.json.gz"))
 
 
@@ -235,3 +238,15 @@ def test_random_variables_match_init_in_structure_and_distribution():
             assert 0.7 < a.std() / b.std() < 1.3, path     # lecun_normal is truncated
         elif path[-1].key != "kernel":
             np.testing.assert_array_equal(a, b, err_msg=str(path))
+
+
+def test_label_iou_against_hand_counts():
+    import numpy as np
+    label_iou = _load("common").label_iou
+    a = np.array([[1, 1, 0], [2, 0, 0]])
+    b = np.array([[1, 0, 0], [2, 2, 0]])
+    # object 1: 1 shared of 2 pixels; object 2: 1 of 2; object 3 in neither map: agree.
+    assert label_iou(a, b, [1, 2, 3]) == (0.5 + 0.5 + 1.0) / 3
+    keep = np.array([[True, False, True], [True, True, True]])      # drop a's extra 1
+    assert label_iou(a, b, [1], keep=keep) == 1.0
+    assert label_iou(a, a, [1, 2]) == 1.0 and label_iou(a, np.zeros_like(a), [1]) == 0.0

@@ -160,18 +160,21 @@ def _ab_log():
             common.print_table(header, rows)              # ... and the closing table
         return buf.getvalue()
     inference = ["work", "variant", "dtype", "objects", "ms/frame", "frames/s", "obj-frames/s",
-                 "pipelined frames/s"]
+                 "pipelined frames/s", "IoU vs first"]
     train = ["variant", "dtype", "clips x frames", "ms/step", "snippets/s", "loss", "|grad|"]
-    row = lambda work, variant, n, fps: [work, variant, "bfloat16", n, 1e3 / fps, fps, n * fps,
-                                         fps]
+    row = lambda work, variant, n, fps, iou=None: [work, variant, "bfloat16", n, 1e3 / fps, fps,
+                                                   n * fps, fps, iou if variant != "-" else None]
     return "\n".join([
         "NVIDIA H200, 143771 MiB", "=== python3 benchmarks/inference.py --variants ...",
         "W1127 02:22:13.382102 cuda_timer.cc:88] Delay kernel timed out",
         table(inference, [
             row("bfloat16 1v 1obj", "-", 1, 100.0), row("bfloat16 1v 5obj", "-", 5, 50.0),
             # stem: faster on both rows, x1.09 -> picked
-            row("bfloat16 1v 1obj", "stem_conv=space_to_depth", 1, 110.0),
-            row("bfloat16 1v 5obj", "stem_conv=space_to_depth", 5, 54.0),
+            row("bfloat16 1v 1obj", "stem_conv=space_to_depth", 1, 110.0, 1.0),
+            row("bfloat16 1v 5obj", "stem_conv=space_to_depth", 5, 54.0, 0.95),
+            # the fastest, but its labels are not the default's: not picked
+            row("bfloat16 1v 1obj", "mask_prop_channels=8", 1, 300.0, 0.97),
+            row("bfloat16 1v 5obj", "mask_prop_channels=8", 5, 150.0, 0.5),
             # within the margin -> not picked
             row("bfloat16 1v 1obj", "dilated_conv=space_to_batch", 1, 101.0),
             row("bfloat16 1v 5obj", "dilated_conv=space_to_batch", 5, 50.5),
@@ -213,7 +216,10 @@ def test_pick_variants_reads_the_tables_and_picks_clear_winners(tmp_path):
                           ("inference", ("bfloat16 1v 5obj", "bfloat16", "5"))}
     assert first[("inference", ("bfloat16 1v 5obj", "bfloat16", "5"))] == {
         "-": 50.0, "stem_conv=space_to_depth": 54.0, "dilated_conv=space_to_batch": 50.5,
-        "dilated_conv=im2col": 45.0, "pyramid_dilations=(1, 2)": 52.0}
+        "dilated_conv=im2col": 45.0, "pyramid_dilations=(1, 2)": 52.0,
+        "mask_prop_channels=8": 150.0}
+    assert sections[0].results[("inference", ("bfloat16 1v 5obj", "bfloat16", "5"))][
+        "stem_conv=space_to_depth"] == {"IoU vs first": 0.95}
     messages = []
     picks = pick.compare(sections, margin=0.02, report=messages.append)
     # Both dilated formulations won the training step: the faster one is kept.
@@ -224,6 +230,8 @@ def test_pick_variants_reads_the_tables_and_picks_clear_winners(tmp_path):
     assert "unroll=4" in text and "not a model setting" in text
     assert "|grad| 13.5 against the default's 12 on bfloat16 2x14" in text
     assert "stem_conv=space_to_depth" in text and "results differ" in text
+    assert "IoU vs first 0.5 against the default's - on bfloat16 1v 5obj" in text
+    assert "IoU vs first 0.97" not in text and "IoU vs first 0.95" not in text
     # The command-buffer run is compared with the first plain default rows, not picked.
     assert "XLA_FLAGS=--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL x1.500" in text
     assert "x1.200 over the same row without" in text
