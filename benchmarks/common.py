@@ -159,9 +159,10 @@ def precision_audit(fn, *args, top: int = 10) -> tuple[float, list[list]]:
 
 def analyse(compiled) -> dict:
     """``flops``: XLA's cost analysis of a compiled program (None where the backend gives
-    none; a loop body counts once, see ``matmul_flops``); ``program_gib``: arguments + outputs + temporaries from its memory analysis,
-    i.e. what the program itself needs (unlike the process-wide ``peak_memory_gib``,
-    which also sees autotuning and other programs)."""
+    none; a loop body counts once, see ``matmul_flops``); ``program_gib``: arguments +
+    outputs + temporaries from its memory analysis, i.e. what the program itself needs
+    (unlike the process-wide ``peak_memory_gib``, which also sees autotuning and other
+    programs)."""
     result = {"flops": None, "program_gib": None}
     try:
         cost = compiled.cost_analysis()

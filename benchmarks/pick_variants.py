@@ -9,12 +9,13 @@ run with ``--variants``): each command's tables, with their rows of the default 
 kind of work (``inference`` rows in frames/s, ``train`` rows in snippets/s) when its
 speed over the default's, geometric mean over the rows it shares with the default (object
 counts, step shapes), is at least ``1 + margin`` and no row is slower than ``1 - margin``.
-A training variant whose first-step loss or gradient norm (``train_step.py``'s
-``loss`` and ``|grad|`` columns) moves more than ``tolerance`` from the default's, or an
-inference variant whose label maps have a mean IoU below ``min_iou`` with the default's
-(``inference.py``'s ``IoU vs first``), computes something else and is not picked. Winners are combined best first, one value per
-``ModelConfig`` field; settings that are not ``ModelConfig`` fields (``unroll``) and
-commands run under other ``XLA_FLAGS`` are reported, not picked.
+A training variant whose first-step loss or gradient norm (``train_step.py``'s ``loss``
+and ``|grad|`` columns) moves more than ``tolerance`` from the default's, or an inference
+variant whose label maps have a mean IoU below ``min_iou`` with the default's
+(``inference.py``'s ``IoU vs first``), computes something else and is not picked.
+Winners are combined best first, one value per ``ModelConfig`` field; settings that are
+not ``ModelConfig`` fields (``unroll``) and commands run under other ``XLA_FLAGS`` are
+reported, not picked.
 
 Prints the picks as ``inference:KEY=VALUE`` / ``train:KEY=VALUE`` words (what
 ``gpu_perf.sh`` takes; nothing when the defaults stay) and the comparison on stderr. A
@@ -72,7 +73,8 @@ def parse_log(text: str) -> list[Section]:
         if not sections:
             continue
         cells = _cells(line)
-        if len(cells) > 2 and "variant" in cells and ("frames/s" in cells or "snippets/s" in cells):
+        if (len(cells) > 2 and "variant" in cells
+                and ("frames/s" in cells or "snippets/s" in cells)):
             header = cells
             continue
         if header is None or "-+-" in line:
@@ -82,7 +84,8 @@ def parse_log(text: str) -> list[Section]:
             continue
         kind, speed_col = (("inference", "frames/s") if "frames/s" in header
                            else ("train", "snippets/s"))
-        first_timing = next(i for i, h in enumerate(header) if h.startswith("ms/"))
+        first_timing = next((i for i, h in enumerate(header) if h.startswith("ms/")),
+                            header.index(speed_col))
         work = tuple(c for h, c in zip(header[:first_timing], cells) if h != "variant")
         try:
             speed = float(cells[header.index(speed_col)])

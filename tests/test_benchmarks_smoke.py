@@ -36,10 +36,11 @@ def test_benchmark_prints_table(name, args, header, tmp_path, capsys):
     # pick_variants.py reads the rows back from the printed tables.
     sections = _load("pick_variants").parse_log(f"=== python3 benchmarks/{name}.py\n{out}")
     rows = {(kind, work[0]): list(speeds) for (kind, work), speeds in sections[0].speeds.items()}
-    assert rows == ({("inference", "encode float32"): ["-"],
-                     ("inference", "float32 1v 2obj"): ["-", "unroll=2"]} if name == "inference" else
-                    {("train", "float32"): ["backbone_blocks=(1, 1, 1, 2) "
-                                            "dilated_conv=space_to_batch"]})
+    expected = ({("inference", "encode float32"): ["-"],
+                 ("inference", "float32 1v 2obj"): ["-", "unroll=2"]} if name == "inference"
+                else {("train", "float32"): ["backbone_blocks=(1, 1, 1, 2) "
+                                             "dilated_conv=space_to_batch"]})
+    assert rows == expected
     if name == "inference":               # unrolling keeps the labels: IoU 1 with the first row
         (results,) = [r for (_, work), r in sections[0].results.items() if work[0].endswith("obj")]
         assert results == {"-": {}, "unroll=2": {"IoU vs first": 1.0}}

@@ -62,8 +62,9 @@ def make_train_step(model_config, optimizer: optax.GradientTransformation, mesh=
     """A jitted ``step(state, frames, labels) -> (state, metrics)``.
 
     ``frames [B, T, H, W, 3]`` uint8 and ``labels [B, T, H, W]`` (objects
-    1..``num_objects``, 0 background, 255 ignored; the authors' recipe is one object) are split over the mesh's ``"data"`` axis (B divisible by its size). The
-    input state is donated. ``metrics``: ``loss``, ``loss_fine``, ``loss_coarse``,
+    1..``num_objects``, 0 background, 255 ignored; the authors' recipe is one object) are
+    split over the mesh's ``"data"`` axis (B divisible by its size). The input state is
+    donated. ``metrics``: ``loss``, ``loss_fine``, ``loss_coarse``,
     ``grad_norm`` (replicated scalars).
     """
     cfg = ModelConfig.from_any(model_config)
