@@ -143,6 +143,13 @@ def _load(name):
     return module
 
 
+def _model_settings(argv):
+    """The ``--model`` settings of a benchmark's argv, as a set."""
+    start = argv.index("--model") + 1
+    stop = next((i for i in range(start, len(argv)) if argv[i].startswith("--")), len(argv))
+    return set(argv[start:stop])
+
+
 def _ab_log():
     """A gpu_ab.sh-like log: per command, tables as the benchmarks print them (each row as
     measured, then all rows again), with the runner's and XLA's lines in between."""
@@ -251,9 +258,37 @@ def test_pick_variants_reads_the_tables_and_picks_clear_winners(tmp_path):
     commands = _dry_run_commands("gpu_perf.sh", tmp_path, *words, "fusion_channels=(8,4)")
     assert len(commands) == 5
     for command in commands:
-        argv = shlex.split(command)
-        start = argv.index("--model") + 1
-        stop = next((i for i in range(start, len(argv)) if argv[i].startswith("--")), len(argv))
         expected = ({"pyramid_dilations=(1,2)", "stem_conv=space_to_depth"}
                     if "inference.py" in command else {"dilated_conv=im2col"})
-        assert set(argv[start:stop]) == expected | {"fusion_channels=(8,4)"}, command
+        assert _model_settings(shlex.split(command)) == expected | {"fusion_channels=(8,4)"}
+
+
+def test_session_runs_the_benchmark_with_the_ab_winners(tmp_path):
+    """gpu_session.sh: the A/B's log → pick_variants.py → gpu_perf.sh's rows, in one
+    command (here the A/B is skipped and its log given, and every command dry-run)."""
+    import os
+    import shlex
+    import sys
+    (tmp_path / "out" / "ab").mkdir(parents=True)
+    (tmp_path / "out" / "ab" / "gpu_ab.log").write_text(_ab_log())
+    env = {**os.environ, "AGAME_DRY_RUN": "1", "AGAME_AB_S": "0",
+           "AGAME_PROFILE_DIR": str(tmp_path / "prof"),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+
+    def session(budget):
+        return subprocess.run(["bash", str(BENCH / "gpu_session.sh"), str(tmp_path / "out")],
+                              capture_output=True, text=True, timeout=120,
+                              env={**env, "AGAME_BUDGET_S": budget}).stdout
+    out = session("0")
+    assert "picked: " in (tmp_path / "out" / "picks.txt").read_text()
+    commands = [shlex.split(line[len("=== dry run: "):]) for line in out.splitlines()
+                if line.startswith("=== dry run: ")]
+    assert len(commands) == 5                        # gpu_perf.sh's, no A/B
+    for argv in commands:
+        assert _model_settings(argv) == ({"stem_conv=space_to_depth", "pyramid_dilations=(1,2)"}
+                                         if argv[1] == "benchmarks/inference.py"
+                                         else {"dilated_conv=im2col"}), argv
+    assert (tmp_path / "out" / "perf" / "gpu_perf.log").exists()
+    # Under a budget already spent, the benchmark is skipped and said so.
+    out = session("1")
+    assert "=== no time left for gpu_perf.sh" in out and "=== dry run" not in out
