@@ -4,7 +4,9 @@
 # log (pick_variants.py), then the whole benchmark (gpu_perf.sh) with them for the rest of
 # AGAME_BUDGET_S. One command, so no idle time between the parts can cost the machine.
 # Usage: AGAME_BUDGET_S=560 bash benchmarks/gpu_session.sh [OUT_DIR]
-#   AGAME_AB_S (default 240): seconds for the A/B; 0 skips it and picks from the log an
+#   AGAME_AB_S (default 280): seconds for the A/B (its inference and stage-2 comparisons,
+#   ~120 + ~160 s as estimated from the compile and call times of the last GPU log; a
+#   command cut short keeps the rows it printed); 0 skips it and picks from the log an
 #   earlier run left in OUT_DIR/ab (none: the defaults).
 #   OUT_DIR/ab: the A/B's log; OUT_DIR/picks.txt: the comparison and what was picked;
 #   OUT_DIR/perf: the benchmark's log and profile summaries.
@@ -13,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 out=${1:-${OUT:-/tmp/agame_gpu}}
 mkdir -p "$out/ab"
 total=${AGAME_BUDGET_S:-0}
-ab=${AGAME_AB_S:-240}
+ab=${AGAME_AB_S:-280}
 start=$SECONDS
 if (( ab > 0 )); then
   AGAME_BUDGET_S=$ab bash "$here/gpu_ab.sh" "$out/ab"
