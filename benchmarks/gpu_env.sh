@@ -31,7 +31,8 @@ step_limit() {
   echo "$limit"
 }
 # AGAME_DRY_RUN=1: run prints each command (shell-quoted, after "=== dry run: ") instead
-# of running it, and summarize does nothing; the tests check the commands' arguments so.
+# of running it, and summarize only names its profiles ("=== dry run summary: "); the
+# tests check the commands' arguments and the summaries' places so.
 run() {
   local limit
   if [ -n "${AGAME_DRY_RUN:-}" ]; then echo "=== dry run: $(printf '%q ' "$@")"; return 0; fi
@@ -45,7 +46,7 @@ run() {
 # summarize NAME...: one kernel/scope summary per profile folder, as $out/prof_NAME.txt.
 summarize() {
   local limit
-  [ -n "${AGAME_DRY_RUN:-}" ] && return 0
+  if [ -n "${AGAME_DRY_RUN:-}" ]; then echo "=== dry run summary: $*"; return 0; fi
   for name in "$@"; do
     limit=$(step_limit 10) || { echo "=== no time left to summarize $name"; continue; }
     [ -d "$prof/$name" ] && timeout "$limit" python3 benchmarks/profile_summary.py \

@@ -30,13 +30,17 @@ tmodel=(); [ ${#train[@]} -gt 0 ] && tmodel=(--model "${train[@]}")
   echo "model overrides: inference ${infer[*]:-none}; training ${train[*]:-none}"
   # The rows with speed targets first (README "Performance"), so that a run stopped by
   # AGAME_BUDGET_S loses the comparisons rather than the targets.
+  # Each profile is summarised right after its command, so a later command that runs
+  # into the budget's deadline cannot take the earlier summaries with it.
   run python3 benchmarks/inference.py --objects 1 2 5 --dtype bfloat16 "${imodel[@]}" \
       --profile "$prof/inference" --stream 128
+  summarize inference
   run python3 benchmarks/train_step.py --dtype bfloat16 --batch 2 --frames 14 --height 480 \
       --width 864 "${tmodel[@]}" --profile "$prof/stage2"
+  summarize stage2
   run python3 benchmarks/train_step.py --dtype bfloat16 "${tmodel[@]}" --profile "$prof/stage1"
+  summarize stage1
   run python3 benchmarks/inference.py --objects 1 5 --videos 4 --no-encode --dtype bfloat16 \
       "${imodel[@]}" --stream 64 --stream-videos 8 --stream-lanes 1 4
   run python3 benchmarks/inference.py --objects 1 --no-encode --dtype float32 "${imodel[@]}"
-  summarize inference stage1 stage2
 } 2>&1 | tee "$out/gpu_perf.log"

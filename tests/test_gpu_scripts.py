@@ -52,6 +52,30 @@ def _dry_run_commands(script, tmp_path, *args):
     return [line[len(prefix):] for line in out.splitlines() if line.startswith(prefix)]
 
 
+@pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("gpu_*.sh")
+                                          if p.name != "gpu_env.sh"))
+def test_each_profile_is_summarised_right_after_its_command(script, tmp_path):
+    """A command that runs into the budget's deadline leaves no time after it, so each
+    profile's summary (the only part of a trace that comes back) must follow its own
+    command, not wait for the end of the script."""
+    import os
+    import shlex
+    env = {**os.environ, "AGAME_DRY_RUN": "1", "AGAME_AB_S": "0",
+           "AGAME_SHARED": str(tmp_path / "shared"), "AGAME_PROFILE_DIR": str(tmp_path / "prof")}
+    out = subprocess.run(["bash", str(BENCH / script), str(tmp_path / "out")],
+                         capture_output=True, text=True, env=env, timeout=60).stdout
+    lines = [line for line in out.splitlines() if line.startswith("=== dry run")]
+    for k, line in enumerate(lines):
+        if not line.startswith("=== dry run: ") or line.startswith("=== dry run: python3 -c "):
+            continue                                 # inline snippets: no profiles
+        argv = shlex.split(line[len("=== dry run: "):])
+        if "--profile" in argv:
+            name = Path(argv[argv.index("--profile") + 1]).name
+            assert k + 1 < len(lines) and lines[k + 1] == f"=== dry run summary: {name}", line
+    summaries = [line for line in lines if line.startswith("=== dry run summary: ")]
+    assert len(summaries) == sum("--profile" in line for line in lines)
+
+
 def _check_train_overrides(argv):
     """``train.py --config F --config.a.b=V ...``: F loads and every field exists."""
     import importlib.util
