@@ -42,14 +42,20 @@ def test_runner_without_budget_uses_the_step_timeout(tmp_path):
     assert lines[2:4] == ["=== echo ran", "ran"] and lines[4].startswith("=== exit 0 after ")
 
 
-def _dry_run_commands(script, tmp_path, *args):
+def _dry_run_lines(script, tmp_path, *args):
+    """The script's ``=== dry run`` lines: its commands and its profile summaries."""
     import os
     env = {**os.environ, "AGAME_DRY_RUN": "1", "AGAME_SHARED": str(tmp_path / "shared"),
            "AGAME_PROFILE_DIR": str(tmp_path / "prof")}
     out = subprocess.run(["bash", str(BENCH / script), str(tmp_path / "out"), *args],
                          capture_output=True, text=True, env=env, timeout=60).stdout
+    return [line for line in out.splitlines() if line.startswith("=== dry run")]
+
+
+def _dry_run_commands(script, tmp_path, *args):
     prefix = "=== dry run: "
-    return [line[len(prefix):] for line in out.splitlines() if line.startswith(prefix)]
+    return [line[len(prefix):] for line in _dry_run_lines(script, tmp_path, *args)
+            if line.startswith(prefix)]
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in BENCH.glob("gpu_*.sh")
@@ -58,13 +64,8 @@ def test_each_profile_is_summarised_right_after_its_command(script, tmp_path):
     """A command that runs into the budget's deadline leaves no time after it, so each
     profile's summary (the only part of a trace that comes back) must follow its own
     command, not wait for the end of the script."""
-    import os
     import shlex
-    env = {**os.environ, "AGAME_DRY_RUN": "1", "AGAME_AB_S": "0",
-           "AGAME_SHARED": str(tmp_path / "shared"), "AGAME_PROFILE_DIR": str(tmp_path / "prof")}
-    out = subprocess.run(["bash", str(BENCH / script), str(tmp_path / "out")],
-                         capture_output=True, text=True, env=env, timeout=60).stdout
-    lines = [line for line in out.splitlines() if line.startswith("=== dry run")]
+    lines = _dry_run_lines(script, tmp_path)
     for k, line in enumerate(lines):
         if not line.startswith("=== dry run: ") or line.startswith("=== dry run: python3 -c "):
             continue                                 # inline snippets: no profiles
