@@ -75,25 +75,27 @@ def parse_log(text: str) -> list[Section]:
         cells = _cells(line)
         if (len(cells) > 2 and "variant" in cells
                 and ("frames/s" in cells or "snippets/s" in cells)):
-            header = cells
+            header, n_cols = {name: i for i, name in enumerate(cells)}, len(cells)
+            kind, speed_col = (("inference", "frames/s") if "frames/s" in header
+                               else ("train", "snippets/s"))
+            # The work a row measures: its columns before the timings, less the variant.
+            first_timing = next((i for i, h in enumerate(cells) if h.startswith("ms/")),
+                                header[speed_col])
+            work_cols = [i for i, h in enumerate(cells[:first_timing]) if h != "variant"]
+            result_cols = [c for c in RESULT_COLUMNS if c in header]
             continue
         if header is None or "-+-" in line:
             continue
-        if len(cells) != len(header):
+        if len(cells) != n_cols:
             header = None                           # the table ended
             continue
-        kind, speed_col = (("inference", "frames/s") if "frames/s" in header
-                           else ("train", "snippets/s"))
-        first_timing = next((i for i, h in enumerate(header) if h.startswith("ms/")),
-                            header.index(speed_col))
-        work = tuple(c for h, c in zip(header[:first_timing], cells) if h != "variant")
         try:
-            speed = float(cells[header.index(speed_col)])
+            speed = float(cells[header[speed_col]])
         except ValueError:
             continue
-        results = {c: float(cells[header.index(c)]) for c in RESULT_COLUMNS
-                   if c in header and cells[header.index(c)] != "-"}
-        label = cells[header.index("variant")]
+        work = tuple(cells[i] for i in work_cols)
+        results = {c: float(cells[header[c]]) for c in result_cols if cells[header[c]] != "-"}
+        label = cells[header["variant"]]
         sections[-1].speeds.setdefault((kind, work), {})[label] = speed
         sections[-1].results.setdefault((kind, work), {})[label] = results
     return sections
