@@ -5,6 +5,7 @@ import argparse
 import math
 import re
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -79,6 +80,24 @@ def compile_and_time(jitted, *args, repeats: int = 5) -> dict:
     pipelined = (time.perf_counter() - t0) / repeats
     return {"first": first, "median": statistics.median(times), "pipelined": pipelined,
             "out": out, "compiled": compiled, **analyse(compiled)}
+
+
+def best_effort(what: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, or None and a one-line warning on stderr if it raises.
+
+    For the measurements made beside a row's timings (FLOP counts on the jaxpr, profiler
+    traces): they read JAX internals and profiler plumbing that change between versions
+    (the GPU machines run a newer JAX than the CPUs the scripts are tested on), and a
+    failure there must not cost the row its speed figures on a GPU lent for minutes. The
+    FLOP counts do not depend on the device and can be redone on a CPU
+    (``model_cost.py``)."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:                             # noqa: BLE001 (reported, not hidden)
+        print(f"warning: {what} failed and is left out: {type(e).__name__}: {e}",
+              file=sys.stderr)
+        sys.stderr.flush()
+        return None
 
 
 def matmul_flops(fn, *args) -> float:

@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    PhaseClock, add_common_args, compile_and_time, matmul_flops, model_config,
+    PhaseClock, add_common_args, best_effort, compile_and_time, matmul_flops, model_config,
     label_iou, peak_memory_gib, parse_overrides, print_table, profile_calls, setup_run,
     steady_chunk_args, utilisation, variant_label)
 
@@ -101,11 +101,11 @@ def main(argv=None):
         stats = compile_and_time(fn, *call_args, repeats=args.repeats)
         first, median = stats["first"], stats["median"]
         clock.lap("compile and time")
-        stats["flops"] = matmul_flops(fn, *call_args)
+        stats["flops"] = best_effort("counting FLOPs", matmul_flops, fn, *call_args)
         clock.lap("count FLOPs")
         folder = "_".join((label + " " + variant).replace("=", "-").split())
-        profile_calls(args.profile and Path(args.profile) / folder, stats["compiled"],
-                      *call_args)
+        best_effort("profiling", profile_calls, args.profile and Path(args.profile) / folder,
+                    stats["compiled"], *call_args)
         clock.lap("profile")
         clock.report(f"{label} {variant}".strip())
         # The chunk's label maps against those of the first row of the same work (the

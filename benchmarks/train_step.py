@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    PhaseClock, add_common_args, compile_and_time, matmul_flops, model_config,
+    PhaseClock, add_common_args, best_effort, compile_and_time, matmul_flops, model_config,
     peak_memory_gib, parse_overrides, print_table, profile_calls, setup_run, utilisation,
     variant_label)
 
@@ -83,7 +83,8 @@ def main(argv=None):
         first, median = stats["first"], stats["median"]
         clock.lap("compile and time")
         # Model FLOPs: recomputation (remat) not counted.
-        stats["flops"] = matmul_flops(make_step(cfg, False), *call_args)
+        stats["flops"] = best_effort("counting FLOPs", matmul_flops, make_step(cfg, False),
+                                     *call_args)
         clock.lap("count FLOPs")
         # The first step's loss and gradient norm: variants that only change how the
         # step is computed show the same values (to bfloat16 rounding).
@@ -94,8 +95,8 @@ def main(argv=None):
         assert np.isfinite(loss) and np.isfinite(grad_norm), "non-finite loss or gradient"
         label = "_".join(f"{dtype} {b}x{t} {h}x{w} remat-{remat} {variant}"
                          .replace("=", "-").split())
-        profile_calls(args.profile and Path(args.profile) / label, stats["compiled"],
-                      *call_args)
+        best_effort("profiling", profile_calls, args.profile and Path(args.profile) / label,
+                    stats["compiled"], *call_args)
         clock.lap("profile")
         clock.report(label)
         tflops, mfu = utilisation(stats["flops"], median, dtype, args.peak_tflops)
