@@ -27,9 +27,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    PhaseClock, add_common_args, best_effort, compile_and_time, matmul_flops, model_config,
+    PhaseClock, add_common_args, best_effort, compile_and_time, model_config,
     label_iou, peak_memory_gib, parse_overrides, print_table, profile_calls, setup_run,
     steady_chunk_args, utilisation, variant_label)
+from flop_count import matmul_flops  # noqa: E402
 
 from agame_jax import Segmenter  # noqa: E402
 from agame_jax.model import recurrent  # noqa: E402

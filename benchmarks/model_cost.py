@@ -6,7 +6,7 @@
     python benchmarks/model_cost.py --no-training --model stem_conv=space_to_depth
 
 Nothing runs: the convolutions and matrix products of the programs traced for these
-shapes are counted (``common.matmul_flops``: a multiply-add is 2, loop bodies count once
+shapes are counted (``flop_count.matmul_flops``: a multiply-add is 2, loop bodies count once
 per frame). "encode" is the object-independent work of a
 frame (backbone, appearance projection, mask propagation's current-frame term, skip
 projections); "per object" is the difference between the chunk programs for 2 and 1
@@ -16,7 +16,7 @@ evaluation's chunk) as ``Segmenter`` runs them.
 REFERENCE.md counts ≈ 164 GFLOP for the backbone and ≈ 88 + 7 GFLOP per object.
 
 ``--audit`` adds, for the bfloat16 model, the convolutions and matrix products that do
-not have two bfloat16 operands (``common.precision_audit``), grouped by source scope:
+not have two bfloat16 operands (``flop_count.precision_audit``), grouped by source scope:
 the 1-object chunk program and (unless ``--no-training``) the stage-2 training step. On
 a GPU those run in float32 (CUDA cores, or TF32) instead of on bfloat16 tensor cores; each
 should be a float32 computation kept on purpose (the mixture fit; in training, the
@@ -34,8 +34,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    matmul_flops, model_config, parse_overrides, precision_audit, print_table,
-    steady_chunk_args)
+    model_config, parse_overrides, print_table, steady_chunk_args)
+from flop_count import matmul_flops, precision_audit  # noqa: E402
 
 from agame_jax import Segmenter  # noqa: E402
 from agame_jax.model import recurrent  # noqa: E402

@@ -23,9 +23,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    PhaseClock, add_common_args, best_effort, compile_and_time, matmul_flops, model_config,
+    PhaseClock, add_common_args, best_effort, compile_and_time, model_config,
     peak_memory_gib, parse_overrides, print_table, profile_calls, setup_run, utilisation,
     variant_label)
+from flop_count import matmul_flops  # noqa: E402
 
 from agame_jax import merge_params, split_params  # noqa: E402
 from agame_jax.losses import clip_loss  # noqa: E402

@@ -105,24 +105,24 @@ def test_data_pipeline_benchmark_prints_table(capsys):
 def test_matmul_flops_counts_loops_per_iteration_and_matches_xla_without_loops():
     import jax
     import jax.numpy as jnp
-    common = _load("common")
+    flop_count = _load("flop_count")
     x = jnp.ones((2, 16, 16, 8))
     k = jnp.ones((3, 3, 8, 4))
     conv = lambda x, k: jax.lax.conv_general_dilated(
         x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-    assert common.matmul_flops(conv, x, k) == 2 * 2 * 16 * 16 * 4 * (3 * 3 * 8)
+    assert flop_count.matmul_flops(conv, x, k) == 2 * 2 * 16 * 16 * 4 * (3 * 3 * 8)
     # XLA skips the taps that fall on the zero padding; on a larger map that is ~2%.
     big = jnp.ones((2, 64, 64, 8))
     xla = jax.jit(conv).lower(big, k).compile().cost_analysis()
     xla = xla[0] if isinstance(xla, (list, tuple)) else xla
-    assert abs(common.matmul_flops(conv, big, k) - xla["flops"]) / xla["flops"] < 0.05
+    assert abs(flop_count.matmul_flops(conv, big, k) - xla["flops"]) / xla["flops"] < 0.05
     a = jnp.ones((32, 32))
     looped = lambda a: jax.lax.scan(lambda c, _: (c @ a, None), a, None, length=5)[0]
-    assert common.matmul_flops(jax.jit(looped), a) == 5 * 2 * 32 ** 3
+    assert flop_count.matmul_flops(jax.jit(looped), a) == 5 * 2 * 32 ** 3
     grouped = lambda x, k: jax.lax.conv_general_dilated(
         x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"),
         feature_group_count=2)
-    assert common.matmul_flops(grouped, x, jnp.ones((3, 3, 4, 4))) == 2 * 2 * 16 * 16 * 4 * 36
+    assert flop_count.matmul_flops(grouped, x, jnp.ones((3, 3, 4, 4))) == 2 * 2 * 16 * 16 * 4 * 36
 
 
 def test_model_cost_prints_counts(capsys):
@@ -137,7 +137,7 @@ def test_model_cost_prints_counts(capsys):
 def test_precision_audit_counts_non_bfloat16_work_per_scope():
     import jax
     import jax.numpy as jnp
-    common = _load("common")
+    flop_count = _load("flop_count")
     x16 = jnp.ones((2, 8, 8, 4), jnp.bfloat16)
     k16 = jnp.ones((3, 3, 4, 4), jnp.bfloat16)
     a32 = jnp.ones((16, 16), jnp.float32)
@@ -151,7 +151,7 @@ def test_precision_audit_counts_non_bfloat16_work_per_scope():
                              None, length=3)[0]
         return y, b
     conv_flops, dot_flops = 2 * 2 * 8 * 8 * 4 * 36, 3 * 2 * 16 ** 3
-    share, rows = common.precision_audit(fn, x16, k16, a32)
+    share, rows = flop_count.precision_audit(fn, x16, k16, a32)
     assert share == dot_flops / (conv_flops + dot_flops)
     assert len(rows) == 1
     percent, gflop, op, operands, precision, scope = rows[0]
@@ -195,7 +195,7 @@ def test_bfloat16_programs_leave_bfloat16_only_where_intended(tiny_model):
     intended = {"chunk": ("appearance._fit",),
                 "train": ("appearance._fit", "t,tc->c", "fusion/layer00.part")}
     for name, (fn, args) in programs.items():
-        share, rows = common.precision_audit(fn, *args, top=100)
+        share, rows = _load("flop_count").precision_audit(fn, *args, top=100)
         assert rows, name                                  # the intended float32 parts
         for _, _, _, operands, _, scope in rows:
             assert any(s in scope for s in intended[name]), (name, operands, scope)
