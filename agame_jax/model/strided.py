@@ -42,7 +42,7 @@ def _round_up(n: int, m: int) -> int:
 def _space_to_depth(x, kernel, s, precision, channel_multiple: int = 8):
     n, h, w, c = x.shape
     k, d = kernel.shape[0], kernel.shape[-1]
-    pad, taps = k // 2, -(-k // s)
+    pad, taps = k // 2, _round_up(k, s) // s
     out_h, out_w = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
     # Padded rows 0 .. s·(out + taps − 1) − 1 are read (zeros beyond the "same" padding).
     rows, cols = s * (out_h + taps - 1), s * (out_w + taps - 1)
