@@ -68,9 +68,13 @@ def test_train_step_learns_and_sharding_matches_one_device(tiny_model):
     assert int(one.step) == 6
     four, losses_four = _run(cfg, variables, make_mesh(jax.devices()[:4]), 6, frames, labels)
     np.testing.assert_allclose(losses_four, losses_one, rtol=1e-4)
+    # Adam divides each gradient by its own running magnitude, so a parameter whose
+    # gradient is near zero moves by up to the learning rate (1e-3) a step on rounding
+    # differences alone (the four devices sum the batch in another order): the absolute
+    # tolerance is a tenth of one step.
     for a, b in zip(jax.tree_util.tree_leaves(four.trainable),
                     jax.tree_util.tree_leaves(one.trainable)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-4)
     # The frozen part is carried unchanged; layer4's running statistics moved.
     np.testing.assert_array_equal(
         np.asarray(one.frozen["backbone"]["conv1"]["kernel"]),
