@@ -2,9 +2,7 @@
 (the FLOP counts are in ``flop_count``)."""
 from __future__ import annotations
 
-import argparse
 import math
-import re
 import statistics
 import sys
 import time
@@ -24,37 +22,16 @@ def model_config(dtype: str, tiny: bool, overrides: dict | None = None) -> Model
     return ModelConfig(**{**(TINY if tiny else {}), **(overrides or {}), "dtype": dtype})
 
 
-def _overrides(items: list[str]) -> dict:
-    changed = ModelConfig().with_overrides(items).to_dict()        # ValueError if bad
+def parse_overrides(items: list[str]) -> dict:
+    """``["dtype=float32", "pyramid_dilations=(1, 2)"]`` → the changed ``ModelConfig``
+    fields (parsed as ``ModelConfig.with_overrides`` does; unknown fields are an error)."""
+    try:
+        changed = ModelConfig().with_overrides(items).to_dict()
+    except ValueError as e:
+        raise SystemExit(f"--model: {e}") from None
     keys = [item.partition("=")[0].strip() for item in items]
     return {k: (tuple(changed[k]) if isinstance(changed[k], list) else changed[k])
             for k in keys}
-
-
-def parse_overrides(items: list[str]) -> dict:
-    """``["dilated_conv=im2col", "pyramid_dilations=(1, 2)"]`` → the changed fields
-    (parsed as ``ModelConfig.with_overrides`` does; unknown fields are an error)."""
-    try:
-        return _overrides(items)
-    except ValueError as e:
-        raise SystemExit(f"--model: {e}") from None
-
-
-def variant_arg(item: str) -> dict:
-    """The argparse type of ``--variants``: ``"default"`` (nothing changed) or
-    ``"KEY=VALUE,KEY=VALUE"`` (commas inside parentheses belong to a value) → fields."""
-    if item == "default":
-        return {}
-    try:
-        return _overrides(re.split(r",(?![^()]*\))", item))
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"--variants {item}: {e}") from None
-
-
-def variant_label(overrides: dict, unroll: int = 1) -> str:
-    """A short tag for a row's non-default settings ("" when there are none)."""
-    parts = [f"{k}={v}" for k, v in overrides.items()] + ([f"unroll={unroll}"] * (unroll != 1))
-    return " ".join(parts)
 
 
 def compile_and_time(jitted, *args, repeats: int = 5) -> dict:
@@ -234,46 +211,14 @@ def add_common_args(parser, height: int, width: int, frames: int) -> None:
     parser.add_argument("--profile", default=None,
                         help="write a jax.profiler trace of the timed calls under this folder")
     parser.add_argument("--model", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="ModelConfig fields to override, e.g. dilated_conv=im2col")
-    parser.add_argument("--variants", type=variant_arg, nargs="+", default=[{}],
-                        metavar="KEY=VALUE[,KEY=VALUE]",
-                        help="speed settings to compare in one process, on top of --model, "
-                             "one row each: 'default' or e.g. dilated_conv=im2col,"
-                             "stem_conv=space_to_depth (they share the drawn weights, so "
-                             "they must not change the parameters)")
-    parser.add_argument("--unroll", type=int, nargs="+", default=[1],
-                        help="frames per iteration of the frame loop (lax.scan unroll); "
-                             "several values give one row each")
-
-
-class PhaseClock:
-    """Wall time of a benchmark's phases, reported in one line, so a log shows where a
-    script's time goes besides the compile + first call of its table."""
-
-    def __init__(self):
-        self.start = self.last = time.perf_counter()
-        self.laps: list[tuple[str, float]] = []
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.laps.append((name, now - self.last))
-        self.last = now
-
-    def report(self, label: str) -> None:
-        parts = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.laps)
-        print(f"  {label}: {parts}", flush=True)
+                        help="ModelConfig fields to override, e.g. pyramid_dilations='(1, 2)'")
 
 
 def setup_run(args):
     """Print the device and return float32 random variables (shared by all dtypes) of the
     model that ``--tiny`` and ``--model`` describe."""
-    clock = PhaseClock()
-    print(device_line())
-    clock.lap("start the device")
-    variables = random_variables(model_config("float32", args.tiny, parse_overrides(args.model)))
-    clock.lap("draw the weights")
-    clock.report("setup")
-    return variables
+    print(device_line(), flush=True)
+    return random_variables(model_config("float32", args.tiny, parse_overrides(args.model)))
 
 
 def random_variables(cfg: ModelConfig, seed: int = 0) -> dict:

@@ -29,7 +29,6 @@ def load_config(path: str):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    """The command line (also checked by the tests against the GPU scripts' commands)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="configs/stage1.py")
     parser.add_argument("--sources", default="synthetic", help="overrides data.sources")

@@ -3,8 +3,6 @@
     python benchmarks/inference.py                       # 480×864, 1/2/5 objects, bfloat16
     python benchmarks/inference.py --dtype bfloat16 float32 --videos 1 4
     python benchmarks/inference.py --tiny --height 64 --width 96 --frames 4   # CPU smoke test
-    python benchmarks/inference.py --objects 1 --model dilated_conv=im2col --unroll 1 4
-    python benchmarks/inference.py --objects 1 5 --variants default dilated_conv=im2col
 
 Times the compiled chunk program of ``Segmenter`` on device-resident frames after a
 warm-up call (so compilation is excluded), with the state carried in from a previous
@@ -27,9 +25,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
-    PhaseClock, add_common_args, best_effort, compile_and_time, model_config,
-    label_iou, peak_memory_gib, parse_overrides, print_table, profile_calls, setup_run,
-    steady_chunk_args, utilisation, variant_label)
+    add_common_args, best_effort, compile_and_time, model_config, peak_memory_gib,
+    parse_overrides, print_table, profile_calls, setup_run, steady_chunk_args, utilisation)
 from flop_count import matmul_flops  # noqa: E402
 
 from agame_jax import Segmenter  # noqa: E402
@@ -63,7 +60,6 @@ def encode_program(model: AGame):
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    """The command line (also checked by the tests against the GPU scripts' commands)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_common_args(parser, height=480, width=864, frames=32)     # frames: per chunk
     parser.add_argument("--objects", type=int, nargs="+", default=[1, 2, 5])
@@ -91,58 +87,37 @@ def main(argv=None):
     t_len, h, w = args.frames, args.height, args.width
     frames = jnp.asarray(rng.integers(0, 256, (t_len, h, w, 3), dtype=np.uint8))
     rows = []
+    header = ["work", "dtype", "videos", "objects", "size", "chunk", "ms/frame", "frames/s",
+              "obj-frames/s", "pipelined frames/s", "GFLOP/frame", "TFLOP/s", "MFU",
+              "compile+1st s", "program GiB", "process peak GiB"]
 
-    header = ["work", "variant", "dtype", "videos", "objects", "size", "chunk", "ms/frame",
-              "frames/s", "obj-frames/s", "pipelined frames/s", "GFLOP/frame", "TFLOP/s",
-              "MFU", "compile+1st s", "program GiB", "process peak GiB", "IoU vs first"]
-    first_labels = {}
-
-    def measure(label, variant, dtype, videos, n_obj, fn, call_args):
-        clock = PhaseClock()
+    def measure(label, dtype, videos, n_obj, fn, call_args):
         stats = compile_and_time(fn, *call_args, repeats=args.repeats)
-        first, median = stats["first"], stats["median"]
-        clock.lap("compile and time")
-        stats["flops"] = best_effort("counting FLOPs", matmul_flops, fn, *call_args)
-        clock.lap("count FLOPs")
-        folder = "_".join((label + " " + variant).replace("=", "-").split())
-        best_effort("profiling", profile_calls, args.profile and Path(args.profile) / folder,
+        median = stats["median"]
+        flops = best_effort("counting FLOPs", matmul_flops, fn, *call_args)
+        best_effort("profiling", profile_calls,
+                    args.profile and Path(args.profile) / "_".join(label.split()),
                     stats["compiled"], *call_args)
-        clock.lap("profile")
-        clock.report(f"{label} {variant}".strip())
-        # The chunk's label maps against those of the first row of the same work (the
-        # default settings): speed settings keep them, up to rounding near ties.
-        iou = None
-        if n_obj:
-            labels = np.asarray(stats["out"][2])
-            reference = first_labels.setdefault((dtype, videos, n_obj), labels)
-            iou = (None if reference is labels
-                   else label_iou(labels, reference, range(1, n_obj + 1)))
         n_frames = videos * t_len
-        tflops, mfu = utilisation(stats["flops"], median, dtype, args.peak_tflops)
-        gflop = None if stats["flops"] is None else stats["flops"] / n_frames / 1e9
-        rows.append([label, variant or "-", dtype, videos, n_obj, f"{h}x{w}", t_len,
-                     median / n_frames * 1e3, n_frames / median,
-                     n_frames * max(n_obj, 1) / median, n_frames / stats["pipelined"], gflop,
-                     tflops,
-                     None if mfu is None else f"{100 * mfu:.1f}%", first,
-                     stats["program_gib"], peak_memory_gib(), iou])
+        tflops, mfu = utilisation(flops, median, dtype, args.peak_tflops)
+        rows.append([label, dtype, videos, n_obj, f"{h}x{w}", t_len, median / n_frames * 1e3,
+                     n_frames / median, n_frames * max(n_obj, 1) / median,
+                     n_frames / stats["pipelined"], None if flops is None else flops / n_frames / 1e9,
+                     tflops, None if mfu is None else f"{100 * mfu:.1f}%", stats["first"],
+                     stats["program_gib"], peak_memory_gib()])
         print_table(header, rows[-1:])            # each row as soon as it is measured
         sys.stdout.flush()
 
-    for dtype, variant in [(d, v) for d in args.dtype for v in args.variants]:
-        settings = {**overrides, **variant}
-        cfg = model_config(dtype, args.tiny, settings)
+    for dtype in args.dtype:
+        cfg = model_config(dtype, args.tiny, overrides)
         if not args.no_encode:
-            measure(f"encode {dtype}", variant_label(settings), dtype, 1, 0,
-                    encode_program(AGame(cfg)), (variables, frames))
-        for unroll in args.unroll:
-            for videos in args.videos:
-                for n_obj in args.objects:
-                    fn, call_args = chunk_program(Segmenter(cfg, variables, unroll=unroll),
-                                                  variables, frames, _objects(n_obj, h, w),
-                                                  videos)
-                    measure(f"{dtype} {videos}v {n_obj}obj", variant_label(settings, unroll),
-                            dtype, videos, n_obj, fn, call_args)
+            measure(f"encode {dtype}", dtype, 1, 0, encode_program(AGame(cfg)),
+                    (variables, frames))
+        for videos in args.videos:
+            for n_obj in args.objects:
+                fn, call_args = chunk_program(Segmenter(cfg, variables), variables, frames,
+                                              _objects(n_obj, h, w), videos)
+                measure(f"{dtype} {videos}v {n_obj}obj", dtype, videos, n_obj, fn, call_args)
     print("\nall rows:")
     print_table(header, rows)
     if args.stream:
@@ -172,15 +147,11 @@ def stream_row(seg: Segmenter, n_frames: int, size: str, videos: int = 1) -> lis
     mask = np.zeros((h, w), np.uint8)
     mask[h // 4: h // 2, w // 4: w // 2] = 1
     items = lambda: [(k, frames[:n], {0: mask}) for k, n in enumerate(lengths)]
-    clock = PhaseClock()
     for _ in seg.stream_many(items()):                   # compiles the chunk program
         pass
-    clock.lap("warm-up pass")
     t0 = time.perf_counter()
     count = sum(1 for _ in seg.stream_many(items()))
     wall = time.perf_counter() - t0
-    clock.lap("timed pass")
-    clock.report(f"stream_many {videos} videos, {seg.lanes} lanes")
     timing = seg.timing
     model_fps = timing["frames"] / timing["seconds"] if timing["seconds"] else None
     return [f"{videos}x({lengths[-1]}-{lengths[0]})x{h}x{w}", seg.lanes, seg.chunk_size,

@@ -85,7 +85,6 @@ def checkpoint_rows(path: str, videos: int, frames: int, size: int, objects: int
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    """The command line (also checked by the tests against the GPU scripts' commands)."""
     default = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "authors_model"
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fixtures", type=Path, default=default)

@@ -1,4 +1,4 @@
-"""Test options: slow and GPU-only tests are skipped by default, with the reason."""
+"""Shared test set-up: fake CPU devices, a compilation cache, the authors' fixtures and tiny models."""
 import os
 import sys
 from pathlib import Path
@@ -12,7 +12,6 @@ import pytest
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_backend_optimization_level=1"
                            " --xla_force_host_platform_device_count=4").strip()
-
 
 
 def pytest_configure(config):
@@ -41,20 +40,6 @@ def pytest_unconfigure(config):
 SHARED = Path(os.environ.get("AGAME_SHARED",
                              Path(__file__).resolve().parents[1].parent / "shared"))
 FIXTURES = SHARED / "fixtures" / "authors_model"
-
-
-def pytest_addoption(parser):
-    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow")
-
-
-def pytest_collection_modifyitems(config, items):
-    import jax
-    has_gpu = any(d.platform == "gpu" for d in jax.devices())
-    for item in items:
-        if "slow" in item.keywords and not config.getoption("--run-slow"):
-            item.add_marker(pytest.mark.skip(reason="slow test: run with --run-slow"))
-        if "gpu" in item.keywords and not has_gpu:
-            item.add_marker(pytest.mark.skip(reason="needs a GPU; JAX sees none"))
 
 
 @pytest.fixture(scope="session")
