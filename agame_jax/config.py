@@ -12,6 +12,9 @@ import jax.numpy as jnp
 
 # The torchvision ResNet-101 layout: bottleneck blocks per stage.
 RESNET101_BLOCKS = (3, 4, 23, 3)
+# Fields that older checkpoints may hold and that no longer exist: they chose between
+# formulations of the same convolutions, so they are dropped when a config is read.
+RETIRED_FIELDS = ("dilated_conv", "stem_conv")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,13 +55,6 @@ class ModelConfig:
     # CPU); the mixture math and the convolutions that read its scores run in float32.
     dtype: str = "auto"
     param_dtype: str = "float32"
-    # How dilated 3×3 convolutions (layer4, mask propagation's pyramid) are computed:
-    # "native", "space_to_batch" or "im2col" (agame_jax.model.dilated). Same results;
-    # a speed choice per device.
-    dilated_conv: str = "native"
-    # How the stem's 7×7 stride-2 convolution on the 3 colour channels is computed:
-    # "native" or "space_to_depth" (agame_jax.model.strided). Same results; a speed choice.
-    stem_conv: str = "native"
 
     def __post_init__(self):
         for name in ("backbone_blocks", "pyramid_dilations", "fusion_channels"):
@@ -68,12 +64,6 @@ class ModelConfig:
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
             raise ValueError("model.dtype must be auto, float32, bfloat16 or float16, "
                              f"got {self.dtype!r}")
-        if self.dilated_conv not in ("native", "space_to_batch", "im2col"):
-            raise ValueError("model.dilated_conv must be native, space_to_batch or im2col, "
-                             f"got {self.dilated_conv!r}")
-        if self.stem_conv not in ("native", "space_to_depth"):
-            raise ValueError("model.stem_conv must be native or space_to_depth, "
-                             f"got {self.stem_conv!r}")
         if self.no_appearance and self.no_mask_propagation:
             raise ValueError("model.no_appearance and model.no_mask_propagation leave the "
                              "fusion module with no input")
@@ -116,6 +106,7 @@ class ModelConfig:
         if not isinstance(config, Mapping):
             raise TypeError(f"expected a model config, got {type(config).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
+        config = {k: v for k, v in config.items() if k not in RETIRED_FIELDS}
         unknown = sorted(set(config) - known)
         if unknown:
             raise ValueError(f"unknown model config field(s): {', '.join(unknown)}")

@@ -74,7 +74,7 @@ def object_targets(labels: jax.Array, num_objects: int, ignore_index: int = 255)
 
 def clip_loss(model, variables, frames: jax.Array, labels: jax.Array, *, train: bool = True,
               coarse_weight: float = 1.0, include_first_frame: bool = True,
-              num_objects: int = 1, remat: bool = False, unroll: int | bool = 1):
+              num_objects: int = 1, remat: bool = False):
     """Forward clips whose objects are given at frame 0 and score them (stage-1 loss).
 
     Args:
@@ -86,7 +86,6 @@ def clip_loss(model, variables, frames: jax.Array, labels: jax.Array, *, train: 
         no aggregation) and has its own loss term, averaged.
       coarse_weight: weight of the coarse term (0 for the authors' stage 2).
       remat: recompute each frame's step in the backward pass (``scan_frames``).
-      unroll: frames per iteration of the compiled frame loop (``scan_frames``).
 
     Returns:
       ``(losses, batch_stats)``: the dict of ``segmentation_loss`` and the batch statistics
@@ -96,7 +95,7 @@ def clip_loss(model, variables, frames: jax.Array, labels: jax.Array, *, train: 
     targets = object_targets(labels, num_objects)
     first = (targets[:, 0] == 1).astype(jnp.float32)                     # [B, O, H, W]
     out, batch_stats = recurrent.forward_clips(model, variables, frames, first, train=train,
-                                               remat=remat, unroll=unroll)
+                                               remat=remat)
     losses = segmentation_loss(out["fine_logits"],
                                out["coarse_logits"] if coarse_weight else None,
                                targets, coarse_weight=coarse_weight,

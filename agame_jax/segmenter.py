@@ -39,7 +39,6 @@ class Segmenter:
         for exactly O.
       device: run on this device (the variables are copied there); default: JAX's
         default device.
-      unroll: frames per iteration of the compiled frame loop (``scan_frames``).
 
     Attributes:
       num_compilations: how many programs were compiled so far (one per frame size,
@@ -53,8 +52,7 @@ class Segmenter:
     """
 
     def __init__(self, model_config, variables, *, chunk_size: int = 32, lanes: int = 1,
-                 single_object: bool = False, bucket_objects: bool = True, device=None,
-                 unroll: int | bool = 1):
+                 single_object: bool = False, bucket_objects: bool = True, device=None):
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be positive, got {chunk_size}")
         if lanes < 1:
@@ -68,7 +66,6 @@ class Segmenter:
         self.lanes = lanes
         self.feedback = "fine" if single_object else "aggregated"
         self.bucket_objects = bucket_objects
-        self.unroll = unroll
         self.num_compilations = 0
         self.timing = {"frames": 0, "seconds": 0.0, "compiled_chunks": 0, "computed": 0}
         self._programs = {}                   # with probs? → jitted chunk program
@@ -116,7 +113,7 @@ class Segmenter:
         def lane(states, feats, frame_index, segment, starts, objects):
             return recurrent.scan_segments(
                 self.model, variables, states, feats, frame_index, segment, starts,
-                objects, feedback=self.feedback, keep=("probs",), unroll=self.unroll)
+                objects, feedback=self.feedback, keep=("probs",))
 
         states, out = jax.vmap(lane)(states, feats, frame_index, segment, starts, objects)
         probs = out["probs"][..., top:top + h, left:left + w]

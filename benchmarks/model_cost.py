@@ -3,7 +3,6 @@
     python benchmarks/model_cost.py                       # full size at 480×864 (CPU is fine)
     python benchmarks/model_cost.py --tiny --height 64 --width 96
     python benchmarks/model_cost.py --audit --no-training  # + where bfloat16 work is not
-    python benchmarks/model_cost.py --no-training --model stem_conv=space_to_depth
 
 Nothing runs: the convolutions and matrix products of the programs traced for these
 shapes are counted (``flop_count.matmul_flops``: a multiply-add is 2, loop bodies count once
@@ -56,7 +55,7 @@ def main(argv=None):
                              "bfloat16 x bfloat16")
     parser.add_argument("--audit-top", type=int, default=8, help="rows per audited program")
     parser.add_argument("--model", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="ModelConfig fields to override, e.g. stem_conv=space_to_depth")
+                        help="ModelConfig fields to override, e.g. pyramid_dilations='(1, 2)'")
     args = parser.parse_args(argv)
     args.overrides = parse_overrides(args.model)
     cfg = model_config("float32", args.tiny, args.overrides)

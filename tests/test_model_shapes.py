@@ -76,9 +76,12 @@ def test_module_output_shapes_full_size():
     assert fine.dtype == jnp.float32 and scores.dtype == jnp.float32
 
 
-def test_unknown_model_field_is_an_error():
+def test_unknown_model_field_is_an_error_and_retired_ones_are_dropped():
     with pytest.raises(ValueError, match="backbone_widht"):
         ModelConfig.from_any({"backbone_widht": 3})
+    # Older checkpoints name how their convolutions were computed; the model has one way.
+    old = {**ModelConfig().to_dict(), "dilated_conv": "im2col", "stem_conv": "native"}
+    assert ModelConfig.from_any(old) == ModelConfig()
 
 
 def test_init_variables_takes_a_config_files_model_field():

@@ -151,16 +151,3 @@ def test_degenerate_masks_stay_finite(tiny, case):
     states = recurrent.init_states(model, variables, recurrent.frame_at(feats, 0), objects.init_seg)
     _, out = recurrent.scan_frames(model, variables, states, feats, 0, objects)
     assert np.all(np.isfinite(np.asarray(out["probs"])))
-
-
-def test_unrolled_loop_gives_the_same_outputs(tiny):
-    cfg, model, variables = tiny
-    frames, masks = random_clip(np.random.default_rng(8), t=5, h=48, w=48)
-    objects = _objects([0, 3], np.stack([masks[0], masks[3]]))
-    feats = _encode(model, variables, frames)
-    states0 = recurrent.init_states(model, variables, recurrent.frame_at(feats, 0),
-                                    objects.init_seg)
-    run = lambda unroll: recurrent.scan_frames(model, variables, states0, feats, 0, objects,
-                                               unroll=unroll)[1]["probs"]
-    np.testing.assert_allclose(run(1), run(2), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(run(1), run(True), rtol=1e-5, atol=1e-6)

@@ -226,7 +226,7 @@ def _override_model(cfg, variables, items: list[str]):
     shapes = lambda tree: jax.tree_util.tree_map(lambda x: tuple(x.shape), tree)
     if shapes(variable_shapes(new)) != shapes(dict(variables)):
         raise ValueError(f"--model {' '.join(items)} changes the model's parameters; only "
-                         "settings such as dtype or dilated_conv can be overridden")
+                         "settings such as dtype can be overridden")
     return new
 
 
@@ -266,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", nargs="+", default=[], metavar="KEY=VALUE",
                         help="override model settings of the checkpoint that leave its "
                              "parameters as they are, e.g. dtype=float32 (agreement with "
-                             "float32; TF32 on GPUs) or dilated_conv=im2col")
+                             "float32; TF32 on GPUs)")
     parser.add_argument("--io-threads", type=int, default=default_workers(),
                         help="threads that read frames and write results (default: the "
                              "cores, at most 8)")

@@ -13,7 +13,6 @@ import jax
 import jax.numpy as jnp
 
 from agame_jax.config import ModelConfig
-from agame_jax.model import dilated, strided
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -99,24 +98,18 @@ class Conv(nn.Module):
     dilation: int = 1
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    dilated_conv: str = "native"        # ModelConfig.dilated_conv
-    strided_conv: str = "native"        # strided.METHODS (the stem: ModelConfig.stem_conv)
 
     @nn.compact
     def __call__(self, x: jax.Array, affine: tuple[jax.Array, jax.Array] | None = None):
-        k, d = self.kernel_size, self.dilation
+        k, d, s = self.kernel_size, self.dilation, self.stride
         kernel = self.param("kernel", nn.initializers.lecun_normal(),
                             (k, k, x.shape[-1], self.features), self.param_dtype)
         if affine is not None:
             kernel = kernel.astype(jnp.float32) * affine[0]
-        if d > 1:
-            if self.stride != 1:
-                raise ValueError("a dilated convolution here has stride 1")
-            y = dilated.dilated_conv(x.astype(self.dtype), kernel.astype(self.dtype), d,
-                                     self.dilated_conv)
-        else:
-            y = strided.strided_conv(x.astype(self.dtype), kernel.astype(self.dtype),
-                                     self.stride, self.strided_conv)
+        pad = d * (k // 2)
+        y = jax.lax.conv_general_dilated(
+            x.astype(self.dtype), kernel.astype(self.dtype), (s, s), [(pad, pad), (pad, pad)],
+            rhs_dilation=(d, d), dimension_numbers=("NHWC", "HWIO", "NHWC"))
         return y if affine is None else y + affine[1].astype(self.dtype)
 
 
@@ -137,8 +130,7 @@ class Bottleneck(nn.Module):
         cfg = self.config
 
         def conv_bn(x, feats, k, s, d, name, bn_name):
-            conv = Conv(feats, k, s, d, cfg.compute_dtype, cfg.params_dtype, cfg.dilated_conv,
-                        name=name)
+            conv = Conv(feats, k, s, d, cfg.compute_dtype, cfg.params_dtype, name=name)
             bn = FrameBatchNorm(feats, cfg.bn_momentum, cfg.bn_eps, cfg.compute_dtype,
                                 cfg.params_dtype, name=bn_name)
             if use_batch_stats:
@@ -176,7 +168,7 @@ class ResNetOS16(nn.Module):
         stem_bn = FrameBatchNorm(width, cfg.bn_momentum, cfg.bn_eps, cfg.compute_dtype,
                                  cfg.params_dtype, name="bn1")
         x = nn.relu(Conv(width, 7, 2, 1, cfg.compute_dtype, cfg.params_dtype,
-                         strided_conv=cfg.stem_conv, name="conv1")(x, stem_bn.affine()))
+                         name="conv1")(x, stem_bn.affine()))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=[(1, 1), (1, 1)])
         outputs = {}
         # (stride, dilation of the first block, dilation of the others) per stage.

@@ -16,38 +16,25 @@ import jax
 import jax.numpy as jnp
 
 from agame_jax.config import ModelConfig
-from agame_jax.model import dilated
 from agame_jax.model.resize import upsample_bilinear
 
 
-def _conv(cfg: ModelConfig, features: int, kernel: int):
-    pad = kernel // 2
+def _conv(cfg: ModelConfig, features: int, kernel: int, dilation: int = 1):
+    """``nn.Conv`` with bias and "same" zero padding."""
+    pad = dilation * (kernel // 2)
     return nn.Conv(features, (kernel, kernel), padding=[(pad, pad), (pad, pad)],
-                   dtype=cfg.compute_dtype, param_dtype=cfg.params_dtype)
+                   kernel_dilation=(dilation, dilation), dtype=cfg.compute_dtype,
+                   param_dtype=cfg.params_dtype)
 
 
-class DilatedConv(nn.Module):
-    """``nn.Conv`` with a dilated k×k kernel, bias and "same" padding (same parameter
-    names, shapes and initialisers), computed by ``dilated.dilated_conv(method)``.
-
-    ``__call__(x [..., h, w, C_in]) -> [..., h, w, features]`` in ``dtype``."""
-
-    features: int
-    kernel_size: int
-    dilation: int
-    method: str = "native"
-    dtype: jnp.dtype = jnp.float32
-    param_dtype: jnp.dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        k = self.kernel_size
-        kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                            (k, k, x.shape[-1], self.features), self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
-        y = dilated.dilated_conv(x.astype(self.dtype), kernel.astype(self.dtype),
-                                 self.dilation, self.method)
-        return y + bias.astype(self.dtype)
+def shifted_taps(x: jax.Array, k: int) -> list[jax.Array]:
+    """The k² shifts of ``x [..., h, w, c]`` that a "same" k×k convolution reads
+    (zero-padded), each ``[..., h, w, c]``, in (row, column) tap order: the order of an
+    HWIO kernel's taps."""
+    h, w = x.shape[-3:-1]
+    pad = k // 2
+    xp = jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [(pad, pad), (pad, pad), (0, 0)])
+    return [xp[..., a: a + h, b: b + w, :] for a in range(k) for b in range(k)]
 
 
 @jax.custom_vjp
@@ -103,7 +90,7 @@ def _shifted_products(x, kernel):
     k, c = kernel.shape[0], x.shape[-1]
     taps = kernel.reshape(k * k, c, -1)
     return sum(shift[..., i:i + 1] * taps[t, i]
-               for t, shift in enumerate(dilated.shifted_taps(x, k)) for i in range(c))
+               for t, shift in enumerate(shifted_taps(x, k)) for i in range(c))
 
 
 def _shifted_products_fwd(x, kernel):
@@ -114,7 +101,7 @@ def _shifted_products_bwd(residuals, g):
     x, kernel = residuals
     k, c, d = kernel.shape[0], x.shape[-1], kernel.shape[-1]
     hi = jax.lax.Precision.HIGHEST
-    patches = jnp.concatenate(dilated.shifted_taps(x, k), axis=-1)       # [..., h, w, k²c]
+    patches = jnp.concatenate(shifted_taps(x, k), axis=-1)       # [..., h, w, k²c]
     flat = lambda a: a.reshape(-1, a.shape[-1])
     d_kernel = jnp.einsum("np,nd->pd", flat(patches), flat(g), precision=hi)
     d_patches = jnp.einsum("...d,pd->...p", g, kernel.reshape(k * k * c, d), precision=hi)
@@ -209,9 +196,7 @@ class MaskPropagation(nn.Module):
         self.layer00 = SlicedConv(2 * c16 + 4, c, dtype=cfg.compute_dtype,
                                   param_dtype=cfg.params_dtype)
         for i, d in enumerate(cfg.pyramid_dilations):
-            setattr(self, f"layer01_conv{i}",
-                    DilatedConv(c, 3, d, cfg.dilated_conv, cfg.compute_dtype, cfg.params_dtype)
-                    if d > 1 else _conv(cfg, c, 3))
+            setattr(self, f"layer01_conv{i}", _conv(cfg, c, 3, d))
         self.layer02 = _conv(cfg, c, 3)
 
     def current(self, s16: jax.Array) -> jax.Array:

@@ -133,7 +133,7 @@ def frame_step(model: AGame, variables, states: ObjectState, feats_t: Features, 
 
 def scan_frames(model: AGame, variables, states: ObjectState, feats: Features, start_index,
                 objects: ObjectTrack, *, remat: bool = False, late_objects: bool = True,
-                unroll: int | bool = 1, **step_kwargs):
+                **step_kwargs):
     """``frame_step`` over the leading time axis of ``feats`` (``[T, …]`` maps).
 
     Frame i of ``feats`` is video frame ``start_index + i``. Returns the final states
@@ -141,9 +141,7 @@ def scan_frames(model: AGame, variables, states: ObjectState, feats: Features, s
     frame's activations in the backward pass instead of storing them (``jax.checkpoint``
     over the step): less memory for long clips at large resolution, one more forward.
     With ``late_objects``, objects starting inside the chunk are initialised from their
-    first frames before the loop, in one batch. ``unroll``: frames per iteration of the
-    compiled loop (``jax.lax.scan``'s ``unroll``; ``True`` unrolls it completely, at the
-    price of long compiles).
+    first frames before the loop, in one batch.
     """
     fresh = (init_states_at_first_frames(model, variables, feats, start_index, objects)
              if late_objects else None)
@@ -160,13 +158,12 @@ def scan_frames(model: AGame, variables, states: ObjectState, feats: Features, s
     # The step reads only the object-independent terms; the raw backbone maps stay out
     # of the loop (and out of what the backward pass keeps per frame).
     per_frame = feats.replace(s4=None, s8=None, s16=None)
-    return jax.lax.scan(body, states, (per_frame, start_index + jnp.arange(t_len)),
-                        unroll=unroll)
+    return jax.lax.scan(body, states, (per_frame, start_index + jnp.arange(t_len)))
 
 
 def scan_segments(model: AGame, variables, states: ObjectState, feats: Features,
                   frame_index: jax.Array, segment: jax.Array, starts: jax.Array,
-                  objects: ObjectTrack, *, unroll: int | bool = 1, **step_kwargs):
+                  objects: ObjectTrack, **step_kwargs):
     """``frame_step`` over a chunk holding the frames of up to G videos one after another.
 
     This is how the ``Segmenter`` batches videos continuously: when a video ends inside
@@ -186,7 +183,7 @@ def scan_segments(model: AGame, variables, states: ObjectState, feats: Features,
       starts: ``[G]`` int32, video g's frame index at chunk position 0 (its frames have
         ``frame_index[i] = starts[g] + i``; negative for a video starting inside).
       objects: ``ObjectTrack`` with leading ``[G, O]``, each video's objects.
-      unroll, step_kwargs: as for ``scan_frames`` / ``frame_step``.
+      step_kwargs: as for ``frame_step``.
 
     Returns:
       ``(states, outputs)`` as ``scan_frames``, outputs stacked on a leading ``[T]``.
@@ -202,13 +199,12 @@ def scan_segments(model: AGame, variables, states: ObjectState, feats: Features,
                           fresh_states=jax.tree_util.tree_map(pick, fresh), **step_kwargs)
 
     per_frame = feats.replace(s4=None, s8=None, s16=None)
-    return jax.lax.scan(body, states, (per_frame, frame_index, segment), unroll=unroll)
+    return jax.lax.scan(body, states, (per_frame, frame_index, segment))
 
 
 def forward_clips(model: AGame, variables, frames: jax.Array, first_masks: jax.Array, *,
                   train: bool = False, feedback: str = "coarse",
-                  keep: Sequence[str] = ("coarse_logits", "fine_logits"), remat: bool = False,
-                  unroll: int | bool = 1):
+                  keep: Sequence[str] = ("coarse_logits", "fine_logits"), remat: bool = False):
     """Training-style forward over clips whose objects are all given at frame 0.
 
     Args:
@@ -217,7 +213,7 @@ def forward_clips(model: AGame, variables, frames: jax.Array, first_masks: jax.A
       train: layer4 BatchNorm uses per-frame batch statistics and the returned
         ``batch_stats`` hold the running statistics updated once per frame.
       feedback: see the module docstring (``"coarse"`` for training).
-      remat, unroll: see ``scan_frames``.
+      remat: see ``scan_frames``.
 
     Returns:
       ``(outputs, batch_stats)``: outputs stacked as ``[B, T−1, …]`` for frames 1..T−1
@@ -240,7 +236,7 @@ def forward_clips(model: AGame, variables, frames: jax.Array, first_masks: jax.A
         later = jax.tree_util.tree_map(lambda x: x[1:], clip_feats)
         _, outputs = scan_frames(model, variables, states, later, 1, clip_objects,
                                  feedback=feedback, late_objects=False, keep=keep,
-                                 remat=remat, unroll=unroll)
+                                 remat=remat)
         return outputs
 
     per_clip_objects = ObjectTrack(
