@@ -1,40 +1,59 @@
-"""Orbax checkpoints of model variables, with the model config beside them.
+"""Checkpoints: the one module that talks to orbax.
 
-Layout of a variables checkpoint directory::
+Two kinds of directory:
 
-    DIR/model_config.json     the ModelConfig fields
-    DIR/variables/            orbax StandardCheckpointer tree {"params", "batch_stats"}
+* a **model checkpoint** (what ``convert``, ``Segmenter.from_checkpoint``, ``evaluate.py``
+  and a training run's ``best/`` use)::
 
-``resolve`` also accepts a training step (``WORKDIR/checkpoints/<step>/``, whose
-``variables`` item has the same layout and whose ``model_config/metadata`` holds the
-config), a directory of numbered steps (the newest complete one is taken) or a training
-workdir: its ``best/`` export (the best validation J&F) when there is one, else its
-newest step.
+      DIR/model_config.json     the ModelConfig fields
+      DIR/variables/            orbax tree {"params", "batch_stats"}
+
+* a **training step** ``WORKDIR/checkpoints/<step>/`` (``TrainCheckpointer``), orbax items
+  ``variables`` (the same tree), ``optimizer`` ({"opt_state"} of the trainable
+  parameters), ``data`` (the grain iterator's state: where the input stream resumes),
+  ``meta`` (step, validation history, best J&F) and ``model_config``.
+
+``resolve`` finds either from a path: a model checkpoint, a step, a directory of numbered
+steps (the newest complete one) or a training workdir (its ``best/`` export when there is
+one, else its newest step). Writes are atomic: orbax writes a step aside and renames it
+when complete (``CheckpointManager`` ignores and cleans unfinished ones), a model
+checkpoint's config is written last, and ``best/`` is written aside and renamed.
 """
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from agame_jax.api import variable_shapes
 from agame_jax.config import ModelConfig
 
 CONFIG_FILE = "model_config.json"
 VARIABLES_DIR = "variables"
 STEP_CONFIG = Path("model_config") / "metadata"      # orbax JsonSave item of a train step
+STEP_ITEMS = ("variables", "optimizer", "data", "meta", "model_config")
+
+
+def _host(tree):
+    return jax.tree_util.tree_map(np.asarray, tree)
+
+
+def _abstract(tree):
+    return jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(np.shape(x), x.dtype), tree)
 
 
 def save_variables(path: str | Path, variables, model_config) -> Path:
-    """Write ``variables`` and ``model_config`` to ``path`` (created; must not exist)."""
+    """Write ``variables`` and ``model_config`` as a model checkpoint at ``path``."""
     path = Path(path).absolute()
     cfg = ModelConfig.from_any(model_config)
     path.mkdir(parents=True, exist_ok=True)
     tree = {k: v for k, v in dict(variables).items() if k in ("params", "batch_stats")}
     with ocp.StandardCheckpointer() as ckptr:
-        ckptr.save(path / VARIABLES_DIR, jax.tree_util.tree_map(np.asarray, tree))
+        ckptr.save(path / VARIABLES_DIR, _host(tree))
         ckptr.wait_until_finished()
     # The config is written last: a directory without it is an unfinished save.
     tmp = path / (CONFIG_FILE + ".tmp")
@@ -51,7 +70,7 @@ def _config_file(path: Path) -> Path | None:
 
 
 def resolve(path: str | Path, prefer: str = "best") -> Path:
-    """The checkpoint directory that ``path`` names (see module docstring).
+    """The checkpoint directory that ``path`` names (see the module docstring).
 
     For a training workdir, ``prefer="best"`` takes its ``best/`` export when there is
     one, ``prefer="latest"`` its newest step (where a run ended, e.g. to continue it).
@@ -83,10 +102,88 @@ def load_model_config(path: str | Path) -> ModelConfig:
 
 def load_variables(path: str | Path, prefer: str = "best") -> tuple[ModelConfig, dict]:
     """``(model_config, variables)`` from a checkpoint directory (see ``resolve``)."""
-    from agame_jax.api import variable_shapes
     path = resolve(path, prefer)
     cfg = load_model_config(path)
-    target = variable_shapes(cfg)
     with ocp.StandardCheckpointer() as ckptr:
-        variables = ckptr.restore(path / VARIABLES_DIR, target)
+        variables = ckptr.restore(path / VARIABLES_DIR, variable_shapes(cfg))
     return cfg, dict(variables)
+
+
+def export_best(workdir: str | Path, variables: dict, model_config, info: dict) -> Path:
+    """Replace ``WORKDIR/best`` by a model checkpoint of ``variables`` with ``best.json``
+    (``info``) beside it, written to ``WORKDIR/best.tmp`` first."""
+    workdir = Path(workdir).absolute()
+    tmp, final, old = workdir / "best.tmp", workdir / "best", workdir / "best.old"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_variables(tmp, variables, model_config)
+    (tmp / "best.json").write_text(json.dumps(info, indent=2))
+    if final.exists():
+        final.replace(old)
+    tmp.replace(final)
+    if old.exists():
+        shutil.rmtree(old)
+    return final
+
+
+class TrainCheckpointer:
+    """Save and restore training steps under ``directory`` (``WORKDIR/checkpoints``),
+    keeping the newest ``keep``."""
+
+    def __init__(self, directory: str | Path, keep: int = 3):
+        self.directory = Path(directory).absolute()
+        options = ocp.CheckpointManagerOptions(max_to_keep=max(1, keep), create=True,
+                                               enable_async_checkpointing=False)
+        self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                             item_names=STEP_ITEMS)
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, variables: dict, opt_state, data_state: dict, meta: dict,
+             model_config) -> None:
+        """Write step ``step`` (blocks until it is complete on disk)."""
+        args = ocp.args.Composite(
+            variables=ocp.args.StandardSave(_host(variables)),
+            optimizer=ocp.args.StandardSave({"opt_state": _host(opt_state)}),
+            data=ocp.args.JsonSave(_jsonable(data_state)),
+            meta=ocp.args.JsonSave(meta),
+            model_config=ocp.args.JsonSave(ModelConfig.from_any(model_config).to_dict()))
+        self.manager.save(step, args=args, force=True)
+        self.manager.wait_until_finished()
+
+    def restore(self, step: int, variables_template: dict, opt_state_template):
+        """``(variables, opt_state, data_state, meta)`` of step ``step``, shaped as the
+        templates (arrays or ``ShapeDtypeStruct``s)."""
+        args = ocp.args.Composite(
+            variables=ocp.args.StandardRestore(_abstract(variables_template)),
+            optimizer=ocp.args.StandardRestore({"opt_state": _abstract(opt_state_template)}),
+            data=ocp.args.JsonRestore(),
+            meta=ocp.args.JsonRestore())
+        out = self.manager.restore(step, args=args)
+        return (dict(out["variables"]), out["optimizer"]["opt_state"],
+                _from_jsonable(out["data"]), out["meta"])
+
+    def close(self) -> None:
+        self.manager.close()
+
+
+def _jsonable(state):
+    """Grain iterator states are dicts of ints/strings; bytes (if any) become hex."""
+    if isinstance(state, bytes):
+        return {"__bytes__": state.hex()}
+    if isinstance(state, dict):
+        return {k: _jsonable(v) for k, v in state.items()}
+    if isinstance(state, (list, tuple)):
+        return [_jsonable(v) for v in state]
+    return state
+
+
+def _from_jsonable(state):
+    if isinstance(state, dict):
+        if set(state) == {"__bytes__"}:
+            return bytes.fromhex(state["__bytes__"])
+        return {k: _from_jsonable(v) for k, v in state.items()}
+    if isinstance(state, list):
+        return [_from_jsonable(v) for v in state]
+    return state

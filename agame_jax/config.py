@@ -5,10 +5,12 @@ a plain mapping) into this hashable dataclass, which can be a static jit argumen
 """
 from __future__ import annotations
 
+import ast
 import dataclasses
 from typing import Any, Mapping
 
-import jax.numpy as jnp
+import jax
+import ml_collections
 
 # The torchvision ResNet-101 layout: bottleneck blocks per stage.
 RESNET101_BLOCKS = (3, 4, 23, 3)
@@ -51,8 +53,9 @@ class ModelConfig:
     no_appearance_update: bool = False  # keep the first-frame mixture
     appearance_softmax: bool = False    # softmax over the component scores
     no_fit_gradient: bool = False       # stop_gradient on the fitted mixture
-    # Numerics: convolutions run in `dtype` ("auto": bfloat16 on GPU/TPU, float32 on
-    # CPU); the mixture math and the convolutions that read its scores run in float32.
+    # Numerics: convolutions run in `dtype` ("auto": bfloat16 on GPU/TPU, float32 on CPU,
+    # see `resolved`); the mixture math and the convolutions that read its scores run in
+    # float32; parameters are stored in `param_dtype`.
     dtype: str = "auto"
     param_dtype: str = "float32"
 
@@ -79,17 +82,16 @@ class ModelConfig:
         w = self.backbone_width * 4
         return (w, 2 * w, 8 * w)
 
-    @property
-    def compute_dtype(self):
-        """The convolutions' dtype, with ``"auto"`` resolved for the default backend."""
-        if self.dtype == "auto":
-            import jax
-            return jnp.dtype(jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16)
-        return jnp.dtype(self.dtype)
-
-    @property
-    def params_dtype(self):
-        return jnp.dtype(self.param_dtype)
+    def resolved(self, platform: str | None = None) -> "ModelConfig":
+        """This config with ``dtype="auto"`` made concrete for ``platform`` (a JAX
+        device's ``platform``: ``"cpu"`` gives float32, anything else bfloat16; default:
+        JAX's default backend). A concrete ``dtype`` is kept. The model's modules run
+        with the resolved config; what is saved with a checkpoint is the config as
+        given, so that a model trained on a GPU runs float32 when evaluated on a CPU."""
+        if self.dtype != "auto":
+            return self
+        platform = platform or jax.default_backend()
+        return dataclasses.replace(self, dtype="float32" if platform == "cpu" else "bfloat16")
 
     @classmethod
     def from_any(cls, config: Any) -> "ModelConfig":
@@ -117,14 +119,12 @@ class ModelConfig:
 
         Sequences stay tuples: the command line can override tuples
         (``--config.model.fusion_channels='(256, 64)'``), not lists."""
-        import ml_collections
         return ml_collections.ConfigDict(dataclasses.asdict(self))
 
     def with_overrides(self, items) -> "ModelConfig":
         """A copy with fields set from ``"key=value"`` strings (command lines): values
         are Python literals where they parse (``(1, 2)``, ``True``, ``0.5``), else
         strings. Unknown fields raise ``ValueError``."""
-        import ast
         fields = self.to_dict()
         for item in items:
             key, sep, value = str(item).partition("=")

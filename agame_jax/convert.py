@@ -19,8 +19,12 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
+import jax
 import numpy as np
+from safetensors.numpy import load_file
 
+from agame_jax import checkpoint
+from agame_jax.api import init_variables, variable_shapes
 from agame_jax.config import ModelConfig
 
 AGAME_PREFIX = "trackseg."
@@ -157,7 +161,6 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
     if suffix == ".safetensors":
-        from safetensors.numpy import load_file
         return dict(load_file(str(path)))
     if suffix in (".pth", ".pt", ".bin", ".ckpt"):
         try:
@@ -178,13 +181,12 @@ def load_state_dict(path: str | Path) -> dict[str, np.ndarray]:
 
 def convert_agame(state_dict: Mapping[str, np.ndarray], model_config: ModelConfig | None = None):
     """The authors' A-GAME state dict (``trackseg.*`` names) → ``(config, variables)``."""
-    from agame_jax.api import variable_shapes
     cfg = ModelConfig.from_any(model_config)
     prefix = AGAME_PREFIX if any(k.startswith(AGAME_PREFIX) for k in state_dict) else ""
     return cfg, state_dict_to_variables(state_dict, variable_shapes(cfg), prefix=prefix)
 
 
-def convert_resnet101(state_dict: Mapping[str, np.ndarray], variables, model_config=None):
+def convert_resnet101(state_dict: Mapping[str, np.ndarray], variables):
     """torchvision ResNet state dict → ``variables`` with the backbone replaced.
 
     ``variables`` supplies every non-backbone variable (e.g. a fresh ``init_variables``).
@@ -204,9 +206,6 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0,
                         help="init seed for the heads when converting resnet101")
     args = parser.parse_args(argv)
-    import jax
-    from agame_jax import checkpoint
-    from agame_jax.api import init_variables
     try:
         state_dict = load_state_dict(args.input)
         cfg = ModelConfig()
@@ -214,7 +213,7 @@ def main(argv=None) -> int:
             cfg, variables = convert_agame(state_dict, cfg)
         else:
             variables = convert_resnet101(
-                state_dict, init_variables(cfg, jax.random.key(args.seed)), cfg)
+                state_dict, init_variables(cfg, jax.random.key(args.seed)))
     except (ConversionError, FileNotFoundError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

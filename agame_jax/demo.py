@@ -50,14 +50,14 @@ def main(argv=None) -> None:
                         "(default: bfloat16 on GPU, float32 elsewhere)")
     args = parser.parse_args(argv)
 
-    dtype = args.dtype or ("bfloat16" if jax.default_backend() == "gpu" else "float32")
-    fields = dict(dtype=dtype)
+    fields = dict(dtype=args.dtype or "auto")
     if args.tiny:
         fields.update(backbone_blocks=(1, 1, 1, 1), backbone_width=8, appearance_dim=16,
                       mask_prop_channels=16, fusion_channels=(16, 8), upsampler_channels=8)
     cfg = ModelConfig(**fields)
     device = jax.devices()[0]
-    print(f"device: {device.device_kind} ({jax.default_backend()}), compute dtype {dtype}")
+    print(f"device: {device.device_kind} ({device.platform}), compute dtype "
+          f"{cfg.resolved(device.platform).dtype}")
     t0 = time.perf_counter()
     variables = init_variables(cfg, jax.random.key(0))
     n_params = sum(x.size for x in jax.tree_util.tree_leaves(variables["params"]))

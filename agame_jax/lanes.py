@@ -1,29 +1,29 @@
-"""Host-side packing of videos into the fixed-shape chunks the ``Segmenter`` runs.
+"""Host side of segmenting many videos: packing them into the fixed-shape chunks the
+compiled chunk program runs (``agame_jax.chunk_program``), and unpacking its results.
 
-The compiled chunk program takes ``lanes × chunk`` frames at a time. Each lane streams
-videos one after another: when a video ends inside a chunk, the next one starts at the
-following position (a lane's chunk holds pieces of up to ``MAX_PIECES`` videos), so
-the device computes the videos' frames rather than whole chunks per video (a 69-frame
-video in 32-frame chunks used to cost 96 frames). Videos share chunks while they share
+The program takes ``lanes × chunk`` frames at a time. Each lane streams videos one after
+another: when a video ends inside a chunk, the next one starts at the following position
+(a lane's chunk holds pieces of up to ``MAX_PIECES`` videos), so the device computes the
+videos' frames rather than whole chunks per video. Videos share chunks while they share
 the frame size; a chunk runs as many object slots as the largest of its videos needs
-(unused slots come last and never become active, so the carried states are cut or
-extended between chunks without loss). A video of another frame size waits until every
-lane has finished. Callers should give videos in ``stream_order`` (by frame size, most
-object slots first, longest first), so that lanes rarely idle and the slot count only
-falls. Positions with no frame (before a frame-size change, at the end, or after a
-lane's ``MAX_PIECES``-th piece) are padding.
-
-Everything here is numpy and Python; the device program is in ``segmenter``.
+(``object_bucket``; unused slots come last and never become active, so the carried states
+are cut or extended between chunks without loss). A video of another frame size waits
+until every lane has finished. Callers should give videos in ``stream_order`` (by frame
+size, most object slots first, longest first), so that lanes rarely idle and the slot
+count only falls. Positions with no frame (before a frame-size change, at the end, or
+after a lane's ``MAX_PIECES``-th piece) are padding.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator, Mapping, NamedTuple
 
 import numpy as np
 
-STRIDE = 16               # the model's output stride (agame.STRIDE; no jax import here)
+from agame_jax.model.agame import STRIDE
+from agame_jax.model.resize import avg_pool
+
 VOID_ID = 255
 MAX_PIECES = 4            # videos per lane and chunk (the program's segment axis)
 NEVER = 2 ** 30           # first frame of an object slot that never becomes active
@@ -48,20 +48,19 @@ def object_bucket(count: int) -> int:
     return power * 3 // 2 if count <= power * 3 // 2 else 2 * power
 
 
-def group_key(size: tuple[int, int], num_objects: int, bucket: bool = True):
+def group_key(size: tuple[int, int], num_objects: int):
     """``((H, W), slots)``: a video's frame size and the object slots its program needs
     (``object_bucket``); what ``stream_order`` sorts by."""
-    slots = object_bucket(num_objects) if bucket else max(num_objects, 1)
-    return (int(size[0]), int(size[1])), slots
+    return (int(size[0]), int(size[1])), object_bucket(num_objects)
 
 
-def masks_group(masks: Mapping[int, np.ndarray], size, bucket: bool = True):
+def masks_group(masks: Mapping[int, np.ndarray], size):
     """``group_key`` of a video from its given masks (frame → label map) and frame size
     ``(H, W)``: the key to sort videos by before ``Segmenter.stream_many``."""
     ids = set()
     for label in masks.values():
         ids.update(np.unique(np.asarray(label)).tolist())
-    return group_key(size, len(ids - {0, VOID_ID}), bucket)
+    return group_key(size, len(ids - {0, VOID_ID}))
 
 
 def stream_order(groups: list, lengths: list[int]) -> list[int]:
@@ -114,8 +113,8 @@ class VideoJob:
         return frames
 
 
-def prepare_video(key, frames: Iterable[np.ndarray], masks: Mapping[int, np.ndarray], *,
-                  bucket: bool = True) -> VideoJob | None:
+def prepare_video(key, frames: Iterable[np.ndarray],
+                  masks: Mapping[int, np.ndarray]) -> VideoJob | None:
     """A ``VideoJob`` from frames (any iterable of ``[H, W, 3]`` uint8) and masks (frame
     index → label map ``[H, W]``: 0 background, 255 void, other values object ids, each
     object from the first mask that holds it). Reads the first frame for the size;
@@ -135,11 +134,11 @@ def prepare_video(key, frames: Iterable[np.ndarray], masks: Mapping[int, np.ndar
         if key is None:
             raise
         raise ValueError(f"video {key!r}: {e}") from None
-    _, slots = group_key(size, len(ids), bucket)
+    _, slots = group_key(size, len(ids))
     ltrb = padding_ltrb(*size)
     padded = np.zeros((slots,) + size, np.float32)
     padded[:len(ids)] = first_masks
-    fg = pool16(_pad(padded, ltrb))
+    fg = avg_pool(_pad(padded, ltrb)[..., None], STRIDE)[..., 0]
     given0 = np.asarray(masks.get(0, np.zeros(size, np.uint8)))
     at_zero = [obj_id for j, obj_id in enumerate(ids) if first_frame[j] == 0]
     lookup = np.zeros(slots + 1, np.uint8)
@@ -152,27 +151,18 @@ def prepare_video(key, frames: Iterable[np.ndarray], masks: Mapping[int, np.ndar
         given0=given0)
 
 
-def pool16(masks: np.ndarray) -> np.ndarray:
-    """``[..., H, W]`` (multiples of 16) → 16×16 block means ``[..., H/16, W/16]``
-    float32; exact for binary masks (sums of ≤ 256 ones), so equal to the device's
-    ``pool_labels``."""
-    h, w = masks.shape[-2:]
-    blocks = masks.reshape(masks.shape[:-2] + (h // STRIDE, STRIDE, w // STRIDE, STRIDE))
-    return blocks.astype(np.float32).sum(axis=(-3, -1), dtype=np.float32) / np.float32(256)
-
-
 def _pad(x: np.ndarray, ltrb) -> np.ndarray:
     left, right, top, bottom = ltrb
     pads = [(0, 0)] * (x.ndim - 2) + [(top, bottom), (left, right)]
     return np.pad(x, pads, mode="reflect") if any(ltrb) else x
 
 
-def collect_objects(masks: Mapping[int, np.ndarray], size, t_len: int | None = None):
+def collect_objects(masks: Mapping[int, np.ndarray], size):
     """Object ids (ascending), their first frames and their first masks ``[O, H, W]``."""
     first: dict[int, tuple[int, np.ndarray]] = {}
     for t in sorted(masks):
-        if int(t) < 0 or (t_len is not None and int(t) >= t_len):
-            raise ValueError(f"mask given for frame {t}, but the video has {t_len} frames")
+        if int(t) < 0:
+            raise ValueError(f"mask given for frame {t}: frame indices start at 0")
         label = np.asarray(masks[t])
         if label.shape != tuple(size):
             raise ValueError(f"mask for frame {t} is {label.shape[0]}x{label.shape[1]}, "
@@ -218,10 +208,10 @@ class LaneScheduler:
     there (what was read before it still runs, so earlier videos can finish) and is
     raised by the next call."""
 
-    def __init__(self, videos: Iterable, lanes: int, chunk: int, *, bucket: bool = True):
+    def __init__(self, videos: Iterable, lanes: int, chunk: int):
         if lanes < 1 or chunk < 1:
             raise ValueError(f"lanes and chunk must be positive, got {lanes} and {chunk}")
-        self.lanes, self.chunk, self.bucket = lanes, chunk, bucket
+        self.lanes, self.chunk = lanes, chunk
         self._source = iter(videos)
         self._head: VideoJob | None = None
         self._current: list[VideoJob | None] = [None] * lanes
@@ -234,7 +224,7 @@ class LaneScheduler:
             if item is None:
                 return None
             key, frames, masks = item
-            self._head = prepare_video(key, frames, masks, bucket=self.bucket)
+            self._head = prepare_video(key, frames, masks)
         return self._head
 
     def next_chunk(self):
@@ -280,3 +270,99 @@ class LaneScheduler:
             if len(got) < want:
                 self._current[lane] = None
         return LaneChunk(pieces, frames)
+
+
+class ChunkInputs(NamedTuple):
+    """What the chunk program takes besides the variables and the carried states, for
+    ``V`` lanes of ``T`` positions holding pieces of up to ``G = MAX_PIECES`` videos with
+    ``S`` object slots, at frame size ``h × w`` (stride-16 maps ``h16 × w16`` after padding).
+
+    ``frames [V, T, h, w, 3]`` uint8; ``frame_index [V, T]`` int32, each position's frame
+    index in its video (``-1``: no frame); ``segment [V, T]`` int32, which of the lane's
+    videos it belongs to; ``start_index [V, G]`` int32, video g's frame index at position
+    0; ``first_frame [V, G, S]`` int32 and ``init_seg [V, G, S, h16, w16, 2]`` float32,
+    its objects' ``ObjectStarts``; ``lookup [V, G, S+1]`` uint8, slot → object id."""
+
+    frames: np.ndarray
+    frame_index: np.ndarray
+    segment: np.ndarray
+    start_index: np.ndarray
+    first_frame: np.ndarray
+    init_seg: np.ndarray
+    lookup: np.ndarray
+
+
+class FrameBuffers:
+    """Host buffers for the chunks' frames ``[lanes, T, h, w, 3]`` uint8, reused: a fresh
+    array is memory the OS maps page by page on first write, which costs more than the
+    copy itself at video sizes. Two per shape, taken in turn: a caller that fills one for
+    chunk k+1 only after chunk k-1's results were fetched never overwrites frames a
+    running program reads (also where a device array shares the buffer's memory, as on
+    CPUs). Only the last shape's pair is kept: videos come grouped by frame size."""
+
+    def __init__(self):
+        self._shape, self._pair = None, []
+
+    def take(self, shape) -> np.ndarray:
+        if shape != self._shape:
+            self._shape, self._pair = shape, [np.zeros(shape, np.uint8) for _ in range(2)]
+        self._pair.reverse()
+        return self._pair[0]
+
+
+def chunk_inputs(group, chunks: list[LaneChunk], chunk: int,
+                 buffers: FrameBuffers) -> ChunkInputs:
+    """The ``ChunkInputs`` of one planned chunk (``LaneScheduler.next_chunk``): its group
+    ``((h, w), S)`` and lanes' pieces, the frames copied into one of ``buffers``."""
+    (h, w), slots = group
+    left, right, top, bottom = padding_ltrb(h, w)
+    hs, ws = (h + top + bottom) // STRIDE, (w + left + right) // STRIDE
+    lanes = len(chunks)
+    frames = buffers.take((lanes, chunk, h, w, 3))
+    index = np.full((lanes, chunk), -1, np.int32)
+    segment = np.zeros((lanes, chunk), np.int32)
+    start_index = np.zeros((lanes, MAX_PIECES), np.int32)
+    first_frame = np.full((lanes, MAX_PIECES, slots), NEVER, np.int32)
+    init_seg = np.zeros((lanes, MAX_PIECES, slots, hs, ws, 2), np.float32)
+    lookup = np.zeros((lanes, MAX_PIECES, slots + 1), np.uint8)
+    for v, lane in enumerate(chunks):
+        for i, frame in enumerate(lane.frames):
+            frames[v, i] = frame
+        frames[v, len(lane.frames):] = 0          # unused positions, as in a fresh buffer
+        for g, piece in enumerate(lane.pieces):
+            where = slice(piece.pos, piece.pos + piece.count)
+            index[v, where] = piece.t0 + np.arange(piece.count)
+            segment[v, where] = g
+            start_index[v, g] = piece.t0 - piece.pos
+            video = piece.video                   # its slots come first; the rest stay unused
+            first_frame[v, g, :video.slots] = video.first_frame
+            init_seg[v, g, :video.slots] = video.init_seg
+            lookup[v, g, :video.slots + 1] = video.lookup
+    return ChunkInputs(frames, index, segment, start_index, first_frame, init_seg, lookup)
+
+
+def unpack(chunks: list[LaneChunk], labels: np.ndarray,
+           probs: np.ndarray | None) -> Iterator[tuple]:
+    """A chunk's results per frame of each piece, in the lanes' order: ``(key, t, labels
+    [h, w] uint8)``, or ``(key, t, labels, probs [O+1, h, w])`` when ``probs`` (the
+    program's ``[V, T, S+1, h, w]``) is given. A video's frame 0 is given, not
+    predicted: its output is its given mask."""
+    for v, lane in enumerate(chunks):
+        for piece in lane.pieces:
+            video = piece.video
+            rows = labels[v, piece.pos:piece.pos + piece.count]
+            q = None
+            if probs is not None:
+                q = np.array(probs[v, piece.pos:piece.pos + piece.count, :len(video.ids) + 1])
+            if piece.t0 == 0:
+                rows[0] = video.frame0
+                if q is not None:
+                    q[0] = 0.0
+                    q[0, 0] = 1.0
+                    for j, obj_id in enumerate(video.ids):
+                        if video.first_frame[j] == 0:
+                            q[0, j + 1] = video.given0 == obj_id
+                            q[0, 0] -= q[0, j + 1]
+            for i in range(piece.count):
+                t = piece.t0 + i
+                yield (video.key, t, rows[i]) if q is None else (video.key, t, rows[i], q[i])

@@ -4,6 +4,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from agame_jax.model import recurrent
 from agame_jax.model.resize import upsample_bilinear
 
 
@@ -91,7 +92,6 @@ def clip_loss(model, variables, frames: jax.Array, labels: jax.Array, *, train: 
       ``(losses, batch_stats)``: the dict of ``segmentation_loss`` and the batch statistics
       after the pass (updated once per frame in training mode).
     """
-    from agame_jax.model import recurrent
     targets = object_targets(labels, num_objects)
     first = (targets[:, 0] == 1).astype(jnp.float32)                     # [B, O, H, W]
     out, batch_stats = recurrent.forward_clips(model, variables, frames, first, train=train,

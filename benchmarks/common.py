@@ -249,25 +249,35 @@ def random_variables(cfg: ModelConfig, seed: int = 0) -> dict:
     return jax.tree_util.tree_map_with_path(draw, variable_shapes(cfg))
 
 
-def steady_chunk_args(seg, variables, frames, objects, lanes: int = 1) -> tuple:
-    """Arguments of ``seg.run_chunk`` after ``variables`` for a chunk inside one video per
-    lane: ``frames [T, H, W, 3]`` (the same in every lane), ``objects`` an
-    ``ObjectTrack [S]`` given at frame 0, every frame predicted (frame indices 2, 3, …).
-    The carried-in states are placeholders of the right shapes: the program has no
-    data-dependent control flow, so their values do not change its speed. Works on
-    arrays and, under ``jax.eval_shape``, on shapes."""
+def steady_chunk_args(model, variables, frames, objects: int, lanes: int = 1) -> tuple:
+    """``(states, inputs)`` of ``chunk_program.run_chunk`` for a chunk inside one video per
+    lane: ``frames [T, H, W, 3]`` (the same in every lane) with ``objects`` given at frame
+    0 (rectangles), every frame predicted (frame indices 2, 3, …). The carried-in states
+    are placeholders of the right shapes: the program has no data-dependent control flow,
+    so their values do not change its speed. Works on arrays and, under
+    ``jax.eval_shape``, on shapes."""
     import jax.numpy as jnp
-    from agame_jax.lanes import MAX_PIECES
+    import numpy as np
+    from agame_jax.chunk_program import state_shapes
+    from agame_jax.lanes import MAX_PIECES, ChunkInputs
+    from agame_jax.model.agame import pool_labels
     t_len, h, w = frames.shape[:3]
-    slots = objects.first_frame.shape[0]
-    shapes = seg.state_shapes(((h, w), slots), lanes, variables)
+    masks = np.zeros((objects, h, w), np.float32)
+    for k in range(objects):
+        masks[k, 16 * k: 16 * k + h // 4, 16 * k: 16 * k + w // 4] = 1
+    shapes = state_shapes(model, variables, (h, w), objects, lanes)
     states = jax.tree_util.tree_map(lambda s: jnp.full(s.shape, 0.5, s.dtype), shapes)
     per_lane = lambda x, lead: jnp.broadcast_to(x, lead + x.shape)
-    index = 2 + jnp.arange(t_len, dtype=jnp.int32)
-    return (states, per_lane(frames, (lanes,)), per_lane(index, (lanes,)),
-            jnp.zeros((lanes, t_len), jnp.int32), jnp.full((lanes, MAX_PIECES), 2, jnp.int32),
-            jax.tree_util.tree_map(lambda x: per_lane(x, (lanes, MAX_PIECES)), objects),
-            per_lane(jnp.arange(slots + 1, dtype=jnp.uint8), (lanes, MAX_PIECES)))
+    pieces = (lanes, MAX_PIECES)
+    inputs = ChunkInputs(
+        frames=per_lane(frames, (lanes,)),
+        frame_index=per_lane(2 + jnp.arange(t_len, dtype=jnp.int32), (lanes,)),
+        segment=jnp.zeros((lanes, t_len), jnp.int32),
+        start_index=jnp.full(pieces, 2, jnp.int32),
+        first_frame=jnp.zeros(pieces + (objects,), jnp.int32),
+        init_seg=per_lane(pool_labels(jnp.asarray(masks)), pieces),
+        lookup=per_lane(jnp.arange(objects + 1, dtype=jnp.uint8), pieces))
+    return states, inputs
 
 
 def device_line() -> str:

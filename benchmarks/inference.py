@@ -30,23 +30,17 @@ from common import (  # noqa: E402
 from flop_count import matmul_flops  # noqa: E402
 
 from agame_jax import Segmenter  # noqa: E402
-from agame_jax.model import recurrent  # noqa: E402
-from agame_jax.model.agame import AGame, pool_labels  # noqa: E402
+from agame_jax.chunk_program import run_chunk  # noqa: E402
+from agame_jax.model.agame import AGame  # noqa: E402
 
 
-def _objects(n_obj: int, height: int, width: int) -> recurrent.ObjectTrack:
-    masks = np.zeros((n_obj, height, width), np.float32)
-    for k in range(n_obj):
-        masks[k, 16 * k: 16 * k + height // 4, 16 * k: 16 * k + width // 4] = 1
-    return recurrent.ObjectTrack(first_frame=jnp.zeros(n_obj, jnp.int32),
-                                 init_seg=pool_labels(jnp.asarray(masks)))
-
-
-def chunk_program(seg: Segmenter, variables, frames, objects, videos: int):
-    """``(jitted, args)``: ``Segmenter``'s chunk program with ``videos`` lanes, each inside
-    a video (``common.steady_chunk_args``): exactly what ``evaluate.py`` runs."""
-    return (jax.jit(seg.run_chunk),
-            (variables,) + steady_chunk_args(seg, variables, frames, objects, videos))
+def chunk_program(cfg, variables, frames, objects: int, videos: int):
+    """``(jitted, args)``: the ``Segmenter``'s chunk program (``chunk_program.run_chunk``)
+    with ``videos`` lanes, each inside a video (``common.steady_chunk_args``): what
+    ``evaluate.py`` runs."""
+    model = AGame(cfg.resolved(jax.devices()[0].platform))
+    fn = jax.jit(lambda v, s, x: run_chunk(model, "aggregated", v, s, x))
+    return fn, (variables,) + steady_chunk_args(model, variables, frames, objects, videos)
 
 
 def encode_program(model: AGame):
@@ -115,8 +109,7 @@ def main(argv=None):
                     (variables, frames))
         for videos in args.videos:
             for n_obj in args.objects:
-                fn, call_args = chunk_program(Segmenter(cfg, variables), variables, frames,
-                                              _objects(n_obj, h, w), videos)
+                fn, call_args = chunk_program(cfg, variables, frames, n_obj, videos)
                 measure(f"{dtype} {videos}v {n_obj}obj", dtype, videos, n_obj, fn, call_args)
     print("\nall rows:")
     print_table(header, rows)
@@ -137,9 +130,10 @@ def main(argv=None):
 def stream_row(seg: Segmenter, n_frames: int, size: str, videos: int = 1) -> list:
     """Time ``seg.stream_many`` over ``videos`` random host videos at ``size`` ("HxW"), of
     ``n_frames`` frames and fewer (7 less each, so videos end inside chunks): wall-clock
-    frames/s of the whole loop (after a warm-up pass that compiles), the model frames/s
-    that ``seg.timing`` reports (chunks from dispatch to labels on the host) and the
-    share of chunk positions that held no frame."""
+    frames/s of the whole loop (after a warm-up pass that compiles), and from
+    ``seg.timing`` (``agame_jax.timing``, what ``evaluate.py`` reports) the model frames/s
+    (chunks from dispatch to labels on the host) and the share of chunk positions that
+    held no frame."""
     h, w = (int(v) for v in size.split("x"))
     rng = np.random.default_rng(1)
     lengths = [max(1, n_frames - 7 * k) for k in range(videos)]
@@ -153,9 +147,8 @@ def stream_row(seg: Segmenter, n_frames: int, size: str, videos: int = 1) -> lis
     count = sum(1 for _ in seg.stream_many(items()))
     wall = time.perf_counter() - t0
     timing = seg.timing
-    model_fps = timing["frames"] / timing["seconds"] if timing["seconds"] else None
     return [f"{videos}x({lengths[-1]}-{lengths[0]})x{h}x{w}", seg.lanes, seg.chunk_size,
-            count / wall, model_fps, f"{100 * (1 - count / timing['computed']):.1f}%"]
+            count / wall, timing["fps"], f"{100 * timing['padding']:.1f}%"]
 
 
 if __name__ == "__main__":

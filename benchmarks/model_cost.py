@@ -32,12 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (  # noqa: E402
-    model_config, parse_overrides, print_table, steady_chunk_args)
+from common import model_config, parse_overrides, print_table, steady_chunk_args  # noqa: E402
 from flop_count import matmul_flops, precision_audit  # noqa: E402
+from train_step import make_step  # noqa: E402
 
-from agame_jax import Segmenter  # noqa: E402
-from agame_jax.model import recurrent  # noqa: E402
+from agame_jax import split_params  # noqa: E402
+from agame_jax.chunk_program import run_chunk  # noqa: E402
 from agame_jax.model.agame import AGame  # noqa: E402
 from agame_jax.model.backbone import normalize_frames  # noqa: E402
 
@@ -77,12 +77,8 @@ def main(argv=None):
         v, normalize_frames(f[None]), method=lambda m, x: m.backbone(x)))
     enc = matmul_flops(encode, variables, frames)
     bb = matmul_flops(backbone, variables, frames)
-    seg = Segmenter(cfg, None)
-    per_count = {}
-    for n_obj in (1, 2):
-        chunk_args = jax.eval_shape(lambda v, f, o: steady_chunk_args(seg, v, f, o),
-                                    variables, frames, _objects_shape(n_obj, h, w))
-        per_count[n_obj] = matmul_flops(seg.run_chunk, variables, *chunk_args)
+    per_count = {n_obj: matmul_flops(*chunk_program(model, variables, frames, n_obj))
+                 for n_obj in (1, 2)}
     g = lambda f: f / t_len / 1e9
     per_object = per_count[2] - per_count[1]
     rows += [[f"GFLOP/frame: backbone (to layer4) at {h}x{w}", g(bb)],
@@ -93,27 +89,23 @@ def main(argv=None):
         rows += training_rows(cfg, variables)
     print_table(["quantity", "value"], rows)
     if args.audit:
-        audit(args, variables, frames, objects_1=_objects_shape(1, h, w), top=args.audit_top)
+        audit(args, variables, frames, top=args.audit_top)
 
 
-def _objects_shape(n_obj: int, h: int, w: int) -> recurrent.ObjectTrack:
-    return recurrent.ObjectTrack(
-        first_frame=jax.ShapeDtypeStruct((n_obj,), jnp.int32),
-        init_seg=jax.ShapeDtypeStruct((n_obj, h // 16, w // 16, 2), jnp.float32))
+def chunk_program(model, variables, frames, objects: int):
+    """``(fn, *args)`` of the chunk program for ``objects`` objects, on shapes."""
+    states, inputs = jax.eval_shape(
+        lambda v, f: steady_chunk_args(model, v, f, objects), variables, frames)
+    return (lambda v, s, x: run_chunk(model, "aggregated", v, s, x)), variables, states, inputs
 
 
-def audit(args, variables, frames, objects_1, top: int) -> None:
+def audit(args, variables, frames, top: int) -> None:
     """Print ``precision_audit`` tables of the bfloat16 chunk program (1 object) and,
     unless ``--no-training``, of the bfloat16 stage-2 training step."""
     cfg = model_config("bfloat16", args.tiny, args.overrides)
-    seg = Segmenter(cfg, None)
-    chunk_args = jax.eval_shape(lambda v, f, o: steady_chunk_args(seg, v, f, o),
-                                variables, frames, objects_1)
-    programs = [(f"inference chunk, 1 object, {frames.shape[0]} frames",
-                 seg.run_chunk, (variables,) + tuple(chunk_args))]
+    fn, *chunk_args = chunk_program(AGame(cfg), variables, frames, 1)
+    programs = [(f"inference chunk, 1 object, {frames.shape[0]} frames", fn, chunk_args)]
     if not args.no_training:
-        from agame_jax import split_params
-        from train_step import make_step
         trainable, frozen = split_params(variables["params"], cfg)
         b, t, h, w = 2, 14, 480, 864
         programs.append(("training step, stage 2 (2x14 frames, 480x864)", make_step(cfg),
@@ -130,8 +122,6 @@ def audit(args, variables, frames, objects_1, top: int) -> None:
 
 def training_rows(cfg, variables) -> list[list]:
     """FLOPs of the benchmarked training steps (forward + backward, no recomputation)."""
-    from agame_jax import split_params
-    from train_step import make_step
     trainable, frozen = split_params(variables["params"], cfg)
     rows = []
     for name, (b, t, h, w) in (("stage 1 (4x8 frames, 240x432)", (4, 8, 240, 432)),

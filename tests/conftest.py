@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 # Tests are dominated by XLA:CPU compile time; LLVM's optimisation level barely changes
-# run time here (convolutions call into library kernels) but cuts compiles ~4×.
+# run time here (convolutions call into library kernels) but cuts compile time.
 # Four fake CPU devices let the sharded (data-parallel) path be tested here.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_backend_optimization_level=1"

@@ -2,8 +2,6 @@
 import importlib.util
 from pathlib import Path
 
-import pytest
-
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
@@ -150,21 +148,16 @@ def test_bfloat16_programs_leave_bfloat16_only_where_intended(tiny_model):
     import dataclasses
     import jax
     import jax.numpy as jnp
-    common = _load("common")
-    from agame_jax import Segmenter, split_params
-    from agame_jax.model import recurrent
+    from agame_jax import split_params
+    from agame_jax.model.agame import AGame
     train_step = _load("train_step")
     cfg, variables = tiny_model
     cfg = dataclasses.replace(cfg, dtype="bfloat16")
-    seg = Segmenter(cfg, None)
     frames = jax.ShapeDtypeStruct((2, 32, 48, 3), jnp.uint8)
-    objects = recurrent.ObjectTrack(first_frame=jax.ShapeDtypeStruct((2,), jnp.int32),
-                                    init_seg=jax.ShapeDtypeStruct((2, 2, 3, 2), jnp.float32))
-    chunk_args = jax.eval_shape(lambda f, o: common.steady_chunk_args(seg, variables, f, o),
-                                frames, objects)
+    chunk_fn, *chunk_args = _load("model_cost").chunk_program(AGame(cfg), variables, frames, 2)
     trainable, frozen = split_params(variables["params"], cfg)
     programs = {
-        "chunk": (seg.run_chunk, (variables,) + tuple(chunk_args)),
+        "chunk": (chunk_fn, chunk_args),
         "train": (train_step.make_step(cfg), (
             trainable, frozen, variables["batch_stats"],
             jax.ShapeDtypeStruct((1, 3, 32, 48, 3), jnp.uint8),

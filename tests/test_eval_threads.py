@@ -98,7 +98,7 @@ def test_model_time_leaves_out_the_callers_time(tiny_model):
     pause = 0.05
     for t, _ in seg.stream(frames, {0: mask}):
         time.sleep(pause)
-    assert seg.timing["frames"] == 12 and seg.timing["compiled_chunks"] == 0
+    assert seg.timing["frames"] == 12 and seg.timing["compilations"] == 0
     assert 0 < seg.timing["seconds"] < 12 * pause / 2
 
 
@@ -108,9 +108,9 @@ def test_next_chunk_is_dispatched_before_a_chunk_is_handed_out(tiny_model):
     dispatched = []
     program = seg._program
 
-    def counting(with_probs):
-        run = program(with_probs)                  # args[3]: frame_index [lanes, chunk]
-        return lambda *args: (dispatched.append(int(args[3][0, 0])), run(*args))[1]
+    def counting(states, inputs, with_probs):
+        run = program(states, inputs, with_probs)
+        return lambda *args: (dispatched.append(int(args[2].frame_index[0, 0])), run(*args))[1]
     seg._program = counting
     seen = {}
     for t, _ in seg.stream(frames, {0: mask}):

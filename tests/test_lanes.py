@@ -1,10 +1,13 @@
 """Continuous batching of videos: the host-side packing (no model) and the Segmenter's
 ``stream_many`` against segmenting each video on its own."""
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from agame_jax import Segmenter
-from agame_jax.lanes import MAX_PIECES, LaneScheduler, group_key, pool16, stream_order
+from agame_jax.lanes import (MAX_PIECES, FrameBuffers, LaneScheduler, chunk_inputs, group_key,
+                             stream_order)
+from agame_jax.model.resize import avg_pool
 
 
 def _fake_video(key, length, size=(16, 16), objects=1):
@@ -107,11 +110,16 @@ def test_scheduler_skips_empty_videos_and_names_bad_frames():
         scheduler.next_chunk()
 
 
-def test_pool16_is_exact_block_means():
+def test_pooling_binary_masks_on_the_host_is_exact_and_equals_the_device():
+    """The host pools the given masks with the model's own ``avg_pool``: block means of
+    16×16 binary blocks are exact, so host and device agree to the bit."""
     rng = np.random.default_rng(0)
-    masks = (rng.random((2, 32, 48)) < 0.3).astype(np.float32)
-    expected = masks.reshape(2, 2, 16, 3, 16).mean(axis=(2, 4), dtype=np.float64)
-    np.testing.assert_array_equal(pool16(masks), expected.astype(np.float32))
+    masks = (rng.random((2, 32, 48, 1)) < 0.3).astype(np.float32)
+    expected = masks.reshape(2, 2, 16, 3, 16, 1).mean(axis=(2, 4), dtype=np.float64)
+    host = avg_pool(masks, 16)
+    assert isinstance(host, np.ndarray)
+    np.testing.assert_array_equal(host, expected.astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(avg_pool(jnp.asarray(masks), 16)), host)
 
 
 def _videos(rng, lengths, size=(40, 56)):
@@ -154,14 +162,14 @@ def test_stream_many_equals_each_video_alone(tiny_model):
             np.testing.assert_array_equal(got[key][t][0], labels[t], err_msg=f"{key} {t}")
     # 25 frames in 5 chunks of 2 × 3: the 1-object video starts in lane 1 in the 4th chunk
     # (3 slots, beside the end of "v3"); the 5th runs 1 slot (the states are cut to it).
-    assert seg.timing["computed"] == 5 * 6 and seg.num_compilations == 2
+    assert seg.timing["computed_positions"] == 5 * 6 and seg.num_compilations == 2
     # The other way round in one lane: the 1-object video, then a 3-object one joining in
     # its last chunk (the states are extended to 3 slots); no new program.
     compiled = one.num_compilations
     for key, t, labels, probs in one.stream_many([videos[-1], videos[3]], with_probs=True):
         np.testing.assert_allclose(probs, alone[key][1][t], atol=1e-5, err_msg=f"{key} {t}")
         np.testing.assert_array_equal(labels, alone[key][0][t], err_msg=f"{key} {t}")
-    assert one.timing["computed"] == 3 * 3 and one.num_compilations == compiled
+    assert one.timing["computed_positions"] == 3 * 3 and one.num_compilations == compiled
 
 
 def test_streaming_back_to_back_computes_the_frames_not_whole_chunks(tiny_model):
@@ -170,8 +178,8 @@ def test_streaming_back_to_back_computes_the_frames_not_whole_chunks(tiny_model)
               enumerate(_videos(np.random.default_rng(1), [5, 5, 5]))]
     seg = Segmenter(cfg, variables, chunk_size=4)
     assert sum(1 for _ in seg.stream_many(videos)) == 15
-    # 15 frames in 4 chunks of 4 (16 positions); one video at a time took 3 × 8 = 24.
-    assert seg.timing["computed"] == 16 and seg.num_compilations == 1
+    # 15 frames in 4 chunks of 4 (16 positions), not 3 × 8 = 24 with a chunk per video.
+    assert seg.timing["computed_positions"] == 16 and seg.num_compilations == 1
 
 
 def test_validator_streams_its_videos_and_scores_as_one_by_one(tiny_model):
@@ -204,32 +212,29 @@ def test_validator_streams_its_videos_and_scores_as_one_by_one(tiny_model):
     # 18 frames back to back in 5 chunks of 4 (v2, v0 with 3 slots, then v3, v1 with 2; the
     # 3rd chunk holds the end of v0 and the start of v3): two programs.
     validator(variables)
-    assert seg.timing["computed"] == 5 * 4 and seg.num_compilations == 2
+    assert seg.timing["computed_positions"] == 5 * 4 and seg.num_compilations == 2
 
 
-def test_chunk_frames_reuse_two_host_buffers_and_clear_unused_positions(tiny_model):
+def test_chunk_frames_reuse_two_host_buffers_and_clear_unused_positions():
     """A chunk's frames go through one of two host buffers taken in turn (stream_many
     refills one only after the chunk before the previous finished), and positions
     without a frame are zero, not what the buffer held two chunks before."""
-    from agame_jax.segmenter import _FrameBuffers
-    buffers = _FrameBuffers()
+    buffers = FrameBuffers()
     a, b, c = (buffers.take((1, 2, 3, 4, 3)) for _ in range(3))
     assert a is not b and c is a
     d = buffers.take((2, 2, 3, 4, 3))                       # a new frame size: a new pair
     assert d.shape == (2, 2, 3, 4, 3) and buffers.take(d.shape) is not d
     assert buffers.take(d.shape) is d
-    cfg, variables = tiny_model
-    seg = Segmenter(cfg, variables, chunk_size=4)
     rng = np.random.default_rng(0)
     mask = np.zeros((16, 16), np.uint8)
     mask[4:12, 4:12] = 1
     full = rng.integers(1, 256, (9, 16, 16, 3), dtype=np.uint8)    # chunks of 4, 4, 1
     schedule = LaneScheduler([(0, full, {0: mask})], 1, 4)
-    buffers = _FrameBuffers()
+    buffers = FrameBuffers()
     sent = []
     while (planned := schedule.next_chunk()) is not None:
         # Copied at once: on CPUs the device array may share the buffer's memory.
-        frames = seg._chunk_inputs(planned[0], planned[1], buffers)[0]
+        frames = chunk_inputs(planned[0], planned[1], 4, buffers).frames
         sent.append(np.array(frames, copy=True))
     assert len(sent) == 3
     np.testing.assert_array_equal(sent[0][0], full[0:4])

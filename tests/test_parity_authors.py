@@ -45,14 +45,11 @@ def test_intermediates_match_authors(authors_model, clip):
         np.testing.assert_allclose(getattr(feats, name)[1], clip[f"feats1_{name}"], atol=1e-4)
     ids = clip["object_ids"]
     masks = np.stack([clip["given_0"] == i for i in ids]).astype(np.float32)
-    objects = recurrent.ObjectTrack(first_frame=jnp.zeros(len(ids), jnp.int32),
-                                    init_seg=pool_labels(jnp.asarray(masks)))
-    states = recurrent.init_states(model, variables, jax.tree_util.tree_map(lambda x: x[0], feats),
-                                   objects.init_seg)
-    frame1 = jax.tree_util.tree_map(lambda x: x[1], feats)
+    states = recurrent.init_states(model, variables, recurrent.frame_at(feats, 0),
+                                   pool_labels(jnp.asarray(masks)))
     _, out = jax.jit(lambda v, s, f: recurrent.frame_step(
-        model, v, s, f, 1, objects, late_objects=False,
-        keep=("app_scores", "coarse_logits", "fine_logits")))(variables, states, frame1)
+        model, v, s, f, 1, keep=("app_scores", "coarse_logits", "fine_logits")))(
+        variables, states, recurrent.frame_at(feats, 1))
     for j, obj in enumerate(ids):
         ref = clip[f"app_scores1_obj{obj}"]
         assert np.abs(out["app_scores"][j] - ref).max() <= 2e-5 * np.abs(ref).max()

@@ -40,37 +40,50 @@ def _encode(model, variables, frames):
     return jax.tree_util.tree_map(lambda x: x[0], feats)
 
 
-def _objects(first_frame, masks):
-    return recurrent.ObjectTrack(first_frame=jnp.asarray(first_frame, jnp.int32),
-                                 init_seg=pool_labels(jnp.asarray(masks, jnp.float32)))
-
-
 @pytest.mark.parametrize("feedback", recurrent.FEEDBACK_MODES)
 def test_scan_equals_python_loop_over_step(tiny, feedback):
+    """A chunk of 6 positions holding video A's frames 0-2 (objects at frames 0 and 2),
+    video B's frames 0-1 (objects at 0 and 1) and one empty position, scanned from zero
+    states, against a loop over ``frame_step`` that starts each object from the frame
+    where it is given (``init_states`` on that frame alone)."""
     cfg, model, variables = tiny
     rng = np.random.default_rng(0)
-    frames, masks = random_clip(rng, t=5, h=64, w=48)
-    second = np.zeros_like(masks[2]); second[30:50, 5:20] = 1
-    objects = _objects([0, 2], np.stack([masks[0], second]))   # object 2 joins at frame 2
+    frames, masks = random_clip(rng, t=6, h=64, w=48)
+    other = np.zeros_like(masks[0]); other[30:50, 5:20] = 1
+    first_frame = jnp.asarray([[0, 2], [0, 1]], jnp.int32)            # [G, O]
+    init_seg = pool_labels(jnp.asarray(np.stack([np.stack([masks[0], other]),
+                                                 np.stack([other, masks[4]])]), jnp.float32))
+    starts = recurrent.ObjectStarts(first_frame=first_frame, init_seg=init_seg)
+    frame_index = jnp.asarray([0, 1, 2, 0, 1, -1], jnp.int32)
+    segment = jnp.asarray([0, 0, 0, 1, 1, 1], jnp.int32)
+    start_index = jnp.asarray([0, -3], jnp.int32)
     feats = _encode(model, variables, frames)
-    states0 = recurrent.init_states(model, variables, recurrent.frame_at(feats, 0), objects.init_seg)
-    keep = ("probs", "coarse_logits", "fine_logits", "app_scores")
-    final, scanned = recurrent.scan_frames(model, variables, states0, feats, 0, objects,
-                                           feedback=feedback, keep=keep)
-    step = jax.jit(lambda s, f, t: recurrent.frame_step(model, variables, s, f, t, objects,
-                                                        feedback=feedback, keep=keep))
-    states = states0
-    for t in range(5):
-        states, out = step(states, recurrent.frame_at(feats, t), t)
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, recurrent.init_states(
+        model, variables, recurrent.frame_at(feats, 0), init_seg[0]))
+    keep = recurrent.OUTPUT_KEYS
+    final, scanned = recurrent.scan_frames(model, variables, zeros, feats, frame_index, starts,
+                                           segment, start_index, feedback=feedback, keep=keep)
+
+    @jax.jit
+    def step(states, feats_t, t, g):
+        pick = jax.tree_util.tree_map(lambda x: x[g], starts)
+        fresh = recurrent.init_states(model, variables, feats_t, pick.init_seg)
+        return recurrent.frame_step(model, variables, states, feats_t, t, pick, fresh,
+                                    feedback=feedback, keep=keep)
+
+    states = zeros
+    for p in range(6):
+        states, out = step(states, recurrent.frame_at(feats, p), frame_index[p], segment[p])
         for k in keep:
-            np.testing.assert_allclose(scanned[k][t], out[k], rtol=1e-4, atol=1e-4, err_msg=k)
+            np.testing.assert_allclose(scanned[k][p], out[k], rtol=1e-4, atol=1e-4,
+                                       err_msg=f"{k} at {p}")
     for a, b in zip(jax.tree_util.tree_leaves(final), jax.tree_util.tree_leaves(states)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     probs = np.asarray(scanned["probs"])
-    np.testing.assert_allclose(probs[1:].sum(axis=1), 1.0, atol=1e-5)
-    assert np.all(probs[1, 2] == 0.0)           # object 2 absent before frame 2
-    assert np.all(probs[0] == 0.0)              # frame 0 is given, not predicted
-    assert probs[2, 2].max() > 0.0
+    np.testing.assert_allclose(probs[[1, 2, 4]].sum(axis=1), 1.0, atol=1e-5)
+    assert np.all(probs[[0, 3, 5]] == 0.0)      # frames 0 are given; position 5 is empty
+    assert np.all(probs[1, 2] == 0.0) and probs[2, 2].max() > 0.0   # A's 2nd from frame 2
+    assert probs[4, 2].max() > 0.0              # B's second object, given at its frame 1
 
 
 def test_aggregation_matches_reference_and_sums_to_one():
@@ -146,8 +159,9 @@ def test_degenerate_masks_stay_finite(tiny, case):
         cfg, trainable, frozen, variables["batch_stats"], jnp.asarray(frames), jnp.asarray(masks))
     assert np.isfinite(float(loss))
     assert all(np.all(np.isfinite(g)) for g in jax.tree_util.tree_leaves(grads))
-    objects = _objects([0], masks[0, :1])
     feats = _encode(model, variables, frames[0])
-    states = recurrent.init_states(model, variables, recurrent.frame_at(feats, 0), objects.init_seg)
-    _, out = recurrent.scan_frames(model, variables, states, feats, 0, objects)
+    init_seg = pool_labels(jnp.asarray(masks[0, :1], jnp.float32))
+    states = recurrent.init_states(model, variables, recurrent.frame_at(feats, 0), init_seg)
+    later = jax.tree_util.tree_map(lambda x: x[1:], feats)
+    _, out = recurrent.scan_frames(model, variables, states, later, jnp.arange(1, 3))
     assert np.all(np.isfinite(np.asarray(out["probs"])))

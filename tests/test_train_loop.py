@@ -78,7 +78,7 @@ def test_resume_gives_the_same_parameters_as_one_run(tmp_path):
 def test_half_written_step_is_ignored(tmp_path):
     """A save killed half-way lives in orbax's temporary directory: never picked up."""
     from agame_jax import checkpoint
-    from agame_jax.train.checkpointing import TrainCheckpointer
+    from agame_jax.checkpoint import TrainCheckpointer
     from agame_jax.api import init_variables
     import optax
     cfg = tiny_config()

@@ -1,1 +1,2 @@
-"""Data: built-in synthetic videos (readers and the training pipeline come with issue 3)."""
+"""Data: dataset readers (DAVIS, YouTube-VOS, TFDS), synthetic and SynthVOS videos, the
+training clip recipe and the grain input pipeline."""

@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from agame_jax.data.clips import DataError, LabelledVideo
+
 VOID = 255
 
 
@@ -38,16 +40,6 @@ def frame_names(root: Path, sequence: str) -> list[str]:
     if not names:
         raise FileNotFoundError(f"{folder}: no frames found")
     return names
-
-
-def load_frames(root: Path, sequence: str) -> np.ndarray:
-    """``[T, H, W, 3]`` uint8 RGB frames of a sequence."""
-    folder = Path(root) / "JPEGImages" / "480p" / sequence
-    frames = [read_image(folder / f"{n}.jpg", "RGB") for n in frame_names(root, sequence)]
-    shapes = {f.shape for f in frames}
-    if len(shapes) != 1:
-        raise ValueError(f"{folder}: frames of different sizes {sorted(shapes)}")
-    return np.stack(frames)
 
 
 def load_annotation(root: Path, sequence: str, name: str, size=None,
@@ -93,7 +85,6 @@ def training_videos(root: Path, split: str = "train", year: str = "2017"):
     without frames or with a frame without its mask a ``DataError`` naming the file (the
     caller decides whether to stop or to skip the video). The split file must exist.
     """
-    from agame_jax.data.clips import DataError, LabelledVideo
     root = Path(root)
     for seq in list_sequences(root, split, year):
         image_dir = root / "JPEGImages" / "480p" / seq

@@ -28,10 +28,14 @@ import threading
 from pathlib import Path
 from typing import Callable
 
+import grain
 import numpy as np
+from absl import flags
 
-from agame_jax.data import clips
+from agame_jax.data import clips, davis, tfds_davis, ytvos
 from agame_jax.data.clips import ClipSpec, DataError
+from agame_jax.data.synthetic import make_video
+from agame_jax.data.synthvos import SynthVOS
 
 # Procedural sources have no natural size; in a concatenation they count as this many
 # videos unless ``data.procedural_videos`` says otherwise.
@@ -108,7 +112,6 @@ class ProceduralSource(ClipSource):
 def synthetic_source(spec: ClipSpec, num_objects: int, num_distractors: int,
                      nominal_size: int) -> ProceduralSource:
     """Procedural textured videos (``agame_jax.data.synthetic``) cut by the usual rule."""
-    from agame_jax.data.synthetic import make_video
 
     def make(rng):
         for _ in range(10):
@@ -155,15 +158,13 @@ def build_sources(data_config, spec: ClipSpec, log=print) -> list[ClipSource]:
                                             data_config.synthetic_distractors,
                                             data_config.procedural_videos))
         elif name == "davis2017":
-            from agame_jax.data import davis
-            root = _root(data_config.davis_root, "data.davis_root")
+            root = required_root(data_config.davis_root, "data.davis_root")
             sub = dataclasses.replace(spec, min_object_pixels=data_config.davis_min_object_pixels)
             videos = _collect(name, davis.training_videos(root, data_config.davis_split),
                               on_error, log)
             sources.append(VideoListSource(name, videos, sub))
         elif name == "ytvos":
-            from agame_jax.data import ytvos
-            root = _root(data_config.ytvos_root, "data.ytvos_root")
+            root = required_root(data_config.ytvos_root, "data.ytvos_root")
             ids = (ytvos.read_video_ids(resolve_path(data_config.ytvos_video_list))
                    if data_config.ytvos_video_list else None)
             size = _size(data_config.ytvos_require_size)
@@ -172,14 +173,13 @@ def build_sources(data_config, spec: ClipSpec, log=print) -> list[ClipSource]:
                                                           size), on_error, log)
             sources.append(VideoListSource(name, videos, sub))
         elif name == "synthvos":
-            from agame_jax.data.synthvos import SynthVOS
-            maker = SynthVOS(_root(data_config.synthvos_objects, "data.synthvos_objects"),
-                             _root(data_config.synthvos_backgrounds, "data.synthvos_backgrounds"),
-                             data_config.synthvos_max_objects)
+            maker = SynthVOS(
+                required_root(data_config.synthvos_objects, "data.synthvos_objects"),
+                required_root(data_config.synthvos_backgrounds, "data.synthvos_backgrounds"),
+                data_config.synthvos_max_objects)
             sources.append(ProceduralSource("synthvos", lambda rng: maker.sample_clip(spec, rng),
                                             data_config.procedural_videos))
         elif name == "tfds_davis":
-            from agame_jax.data import tfds_davis
             sub = dataclasses.replace(spec, min_object_pixels=data_config.davis_min_object_pixels)
             videos = tfds_davis.load_videos(data_config.tfds_davis_name,
                                             data_config.davis_split, data_config.tfds_data_dir,
@@ -190,7 +190,8 @@ def build_sources(data_config, spec: ClipSpec, log=print) -> list[ClipSource]:
     return sources
 
 
-def _root(value: str, field: str) -> Path:
+def required_root(value: str, field: str) -> Path:
+    """The folder a config field names; a clear error when it is empty or missing."""
     if not value:
         raise ValueError(f"{field} is empty; set it to the dataset's folder")
     path = Path(value).expanduser()
@@ -295,7 +296,6 @@ def make_dataset(data_config, spec: ClipSpec, global_batch_size: int, seed: int,
     ``b = global_batch_size / process_count``; process ``p`` takes elements ``p, p+P, …``
     so the hosts together see the stream a single host would.
     """
-    import grain
     if global_batch_size % process_count:
         raise ValueError(f"train.batch_size {global_batch_size} is not divisible by the "
                          f"{process_count} processes")
@@ -309,11 +309,9 @@ def make_dataset(data_config, spec: ClipSpec, global_batch_size: int, seed: int,
 
 def make_iterator(dataset, data_config):
     """A checkpointable iterator over ``dataset`` with reader threads and prefetching."""
-    import grain
     it_ds = dataset.to_iter_dataset(grain.ReadOptions(num_threads=data_config.num_threads,
                                                       prefetch_buffer_size=data_config.prefetch))
     if data_config.worker_processes > 0:
-        from absl import flags
         if not flags.FLAGS.is_parsed():     # grain's workers read absl flags (library use)
             flags.FLAGS.mark_as_parsed()
         it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(

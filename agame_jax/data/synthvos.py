@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from agame_jax.data.clips import ClipSpec, DataError, read_frame
+from agame_jax.data.clips import ClipSpec, DataError, clip_from_arrays, read_frame
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -144,7 +144,6 @@ class SynthVOS:
 
     def sample_clip(self, spec: ClipSpec, rng: np.random.Generator, tries: int = 10):
         """A training clip as ``clips.sample_clip`` gives (objects chosen by the same rule)."""
-        from agame_jax.data.clips import clip_from_arrays
         for _ in range(tries):
             frames, labels = self.make_video(rng, spec.length, spec.height, spec.width)
             try:

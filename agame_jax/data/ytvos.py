@@ -1,4 +1,4 @@
-"""Reading the YouTube-VOS layout (``{train,valid}/JPEGImages|Annotations/<vid>``, ``meta.json``).
+"""Reading the YouTube-VOS layout (``{train,valid}/JPEGImages|Annotations/<vid>``).
 
 In the training set only every fifth frame is labelled and ``JPEGImages`` already holds
 that subsample, so a clip of consecutive *labelled* frames spans 5× the time of a DAVIS
@@ -6,7 +6,6 @@ clip, as the authors train.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterator
 
@@ -21,17 +20,6 @@ def read_video_ids(path: Path) -> list[str]:
     if not path.exists():
         raise FileNotFoundError(f"{path}: video list not found")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-
-def read_meta(root: Path, split: str) -> dict:
-    """``ROOT/<split>/meta.json``'s ``videos`` mapping (id → {"objects": {...}})."""
-    path = Path(root) / split / "meta.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: meta.json not found")
-    try:
-        return json.loads(path.read_text())["videos"]
-    except (ValueError, KeyError) as e:
-        raise DataError(f"{path}: not a YouTube-VOS meta.json ({e})") from None
 
 
 def list_videos(root: Path, split: str = "train") -> list[str]:

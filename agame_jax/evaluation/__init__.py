@@ -1,1 +1,2 @@
-"""Evaluation: the DAVIS J/F metrics (the inference tool comes with issue 4)."""
+"""Evaluation: the videos `evaluate.py` segments, the DAVIS J/F metrics and scoring, and
+the command line."""

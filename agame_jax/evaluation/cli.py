@@ -12,6 +12,7 @@ Frames are read and results written one chunk at a time; each video's results ap
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import shutil
 import sys
@@ -19,13 +20,22 @@ import time
 import zipfile
 from pathlib import Path
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
+from PIL import Image
 
+from agame_jax import checkpoint
+from agame_jax.api import variable_shapes
 from agame_jax.data import davis
 from agame_jax.data.clips import DataError
 from agame_jax.evaluation import videos as video_sources
 from agame_jax.evaluation.scoring import score_results, write_scores
 from agame_jax.evaluation.threads import BackgroundCalls, default_workers
+from agame_jax.lanes import group_key, stream_order
+from agame_jax.segmenter import Segmenter
+from agame_jax.timing import combine
+from agame_jax.viz import bar_chart, overlay, write_gif
 
 DATASETS = ("davis2017", "davis2016", "ytvos", "folder")
 GIF_FRAMES = 300          # overlay animations keep at most this many frames in memory
@@ -70,12 +80,10 @@ class _VideoOutput:
 
     def add(self, t: int, label: np.ndarray) -> bool:
         """Write frame ``t``'s labels; True once every frame has been written."""
-        from agame_jax.viz import overlay
         self.writes.submit(davis.write_label_png, self.tmp / f"{self.names[t]}.png", label)
         if self.pictures or self.overlay_gif:
             picture = overlay(self.recent[t], label)
             if self.pictures:
-                from PIL import Image
                 self.writes.submit(lambda p, a: Image.fromarray(a).save(p, quality=90),
                                    self.pictures / f"{self.names[t]}.jpg", picture)
             if len(self.gif) < GIF_FRAMES:
@@ -85,7 +93,6 @@ class _VideoOutput:
 
     def finish(self) -> dict:
         """Wait for the writes, move the results into place; the video's record."""
-        from agame_jax.viz import write_gif
         self.writes.__exit__(None, None, None)
         shutil.rmtree(self.out, ignore_errors=True)
         self.tmp.rename(self.out)
@@ -101,13 +108,12 @@ class _VideoOutput:
             self.writes.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def order_by_group(videos: list, bucket: bool = True) -> list:
+def order_by_group(videos: list) -> list:
     """Videos in ``lanes.stream_order`` (by frame size, most object slots first, longest
     first), the order ``Segmenter.stream_many`` keeps its lanes busiest in."""
-    from agame_jax.lanes import group_key, stream_order
     if len(videos) < 2:
         return list(videos)
-    groups = [group_key(*v.size_and_object_count(), bucket) for v in videos]
+    groups = [group_key(*v.size_and_object_count()) for v in videos]
     return [videos[k] for k in stream_order(groups, [len(v.frame_paths) for v in videos])]
 
 
@@ -125,8 +131,6 @@ def segment_videos(segmenters, videos, result_dir, *, resume: bool = False,
     Returns the timing summary: model time (no compilation, no disk I/O) and the wall
     time of the whole loop.
     """
-    import concurrent.futures
-    import jax
     if not isinstance(segmenters, (list, tuple)):
         segmenters = [segmenters]
     todo, skipped = [], 0
@@ -138,7 +142,7 @@ def segment_videos(segmenters, videos, result_dir, *, resume: bool = False,
             todo.append(video)
     if len(todo) > 1:
         t0 = time.perf_counter()
-        todo = order_by_group(todo, segmenters[0].bucket_objects)
+        todo = order_by_group(todo)
         log(f"{len(todo)} videos ordered by frame size and object count (their masks read) "
             f"in {time.perf_counter() - t0:.1f} s")
     done, timings = [], []
@@ -175,26 +179,19 @@ def segment_videos(segmenters, videos, result_dir, *, resume: bool = False,
             for future in [pool.submit(work, i) for i in range(len(segmenters))]:
                 future.result()                  # re-raises a worker's error
     wall = time.perf_counter() - wall
-    timed_frames = sum(t["frames"] for t in timings)
-    timed_seconds = sum(t["seconds"] for t in timings)
     frames = sum(r["frames"] for r in done)
-    computed = sum(t["computed"] for t in timings)
     first = segmenters[0]
-    return {"frames": frames, "skipped_videos": skipped,
-            "timed_frames": timed_frames, "seconds": timed_seconds,
-            "fps": timed_frames / timed_seconds if timed_seconds else None,
+    return {**combine(timings), "frames": frames, "skipped_videos": skipped,
             "devices": len(segmenters), "lanes": first.lanes, "chunk": first.chunk_size,
-            "computed_positions": computed,
-            "padding": 1.0 - frames / computed if computed else None,
             "wall_seconds": wall, "wall_fps": frames / wall if done else None,
-            "note": "frames/s of the model over chunks that needed no compilation (device "
-                    "work and host transfers), excluding disk I/O; with several devices, "
-                    "the sum of their times (per-device rate); wall_fps: all frames over the "
-                    "wall time of the whole loop, reading, writing and compiling included; "
-                    "padding: the share of computed chunk positions (lanes x chunk each) "
-                    "that held no frame",
-            "compilations": sum(s.num_compilations for s in segmenters),
-            "device": jax.devices()[0].device_kind, "dtype": str(first.config.compute_dtype)}
+            "note": "fps: frames/s of the model (device work and host transfers, from each "
+                    "chunk's dispatch, or the previous chunk's end, to its labels on the "
+                    "host), excluding compilation (compile_seconds) and disk I/O; with "
+                    "several devices, the sum of their times (per-device rate); wall_fps: "
+                    "all frames over the wall time of the whole loop, reading, writing and "
+                    "compiling included; padding: the share of computed chunk positions "
+                    "(lanes x chunk each) that held no frame",
+            "device": first.device.device_kind, "dtype": first.config.dtype}
 
 
 def _sequence_jf(rows: list[dict]) -> tuple[list[str], list[float]]:
@@ -220,8 +217,6 @@ def zip_results(output: Path) -> Path:
 def _override_model(cfg, variables, items: list[str]):
     """``cfg`` with ``--model`` overrides, refused (``ValueError``) where they would change
     the parameters the checkpoint holds."""
-    import jax
-    from agame_jax.api import variable_shapes
     new = cfg.with_overrides(items)
     shapes = lambda tree: jax.tree_util.tree_map(lambda x: tuple(x.shape), tree)
     if shapes(variable_shapes(new)) != shapes(dict(variables)):
@@ -295,17 +290,14 @@ def main(argv=None) -> int:
         else:
             if args.checkpoint is None or args.output is None:
                 parser.error("segmenting needs --checkpoint and --output")
-            import jax
             if args.distributed:
                 jax.distributed.initialize()
-            from agame_jax import Segmenter
             videos = _select_videos(args)
             sequences = [v.name for v in videos]
             rank, size = jax.process_index(), jax.process_count()
             mine = videos[rank::size]
             output = results = args.output
             output.mkdir(parents=True, exist_ok=True)
-            from agame_jax import checkpoint
             cfg, variables = checkpoint.load_variables(args.checkpoint)
             if args.model:
                 cfg = _override_model(cfg, variables, args.model)
@@ -314,6 +306,10 @@ def main(argv=None) -> int:
             segmenters = [Segmenter(cfg, variables, chunk_size=args.chunk_size,
                                     lanes=args.lanes, single_object=merge, device=d)
                           for d in local[:count]]
+            first = segmenters[0]
+            print(f"{len(mine)} videos on {count} x {first.device.device_kind}, "
+                  f"{first.config.dtype} (model.dtype {cfg.dtype}), chunks of "
+                  f"{args.chunk_size} frames, {args.lanes} lane(s)")
             if args.dataset == "ytvos":
                 result_dir = lambda v: output / "Annotations" / v.name
             else:
@@ -322,7 +318,8 @@ def main(argv=None) -> int:
                                     visualize=output / "visualize" if args.visualize else None,
                                     overlay_gif=args.dataset == "folder",
                                     io_workers=args.io_threads)
-            print(f"compiled {timing['compilations']} program(s); "
+            print(f"compiled {timing['compilations']} program(s) in "
+                  f"{timing['compile_seconds']:.1f} s; "
                   + (f"model {timing['fps']:.1f} frames/s" if timing["fps"]
                      else "no timed frames")
                   + (f", {timing['wall_fps']:.1f} frames/s end to end (with reading, "
@@ -330,7 +327,6 @@ def main(argv=None) -> int:
             name = "timing.json" if size == 1 else f"timing.process{rank}.json"
             (output / name).write_text(json.dumps(timing, indent=2))
             if size > 1:
-                from jax.experimental import multihost_utils
                 multihost_utils.sync_global_devices("agame_jax.evaluate: videos done")
                 if rank != 0:
                     return 0
@@ -341,8 +337,6 @@ def main(argv=None) -> int:
         rows, glob = score_results(results, args.data_root, sequences, merge_objects=merge)
         write_scores(output, rows, glob)
         if args.visualize:
-            from PIL import Image
-            from agame_jax.viz import bar_chart
             (output / "visualize").mkdir(parents=True, exist_ok=True)
             Image.fromarray(bar_chart(*_sequence_jf(rows))).save(
                 output / "visualize" / "per-sequence-JF.png")

@@ -22,7 +22,7 @@ from typing import Iterator
 
 import numpy as np
 
-from agame_jax.data import davis
+from agame_jax.data import davis, ytvos
 from agame_jax.data.clips import DataError, read_frame, read_label
 from agame_jax.evaluation.threads import ordered_map
 
@@ -102,7 +102,6 @@ def davis_videos(root: Path, split: str, merge_objects: bool,
 def ytvos_videos(root: Path, split: str, videos: list[str] | None = None) -> list[EvalVideo]:
     """YouTube-VOS videos: every frame of ``JPEGImages`` and each annotation as the mask
     of the objects that first appear in it."""
-    from agame_jax.data import ytvos
     root = Path(root)
     ids = videos or ytvos.list_videos(root, split)
     out = []

@@ -83,7 +83,9 @@ class AGame(nn.Module):
     config: ModelConfig = ModelConfig()
 
     def setup(self):
-        cfg = self.config
+        # dtype "auto" is resolved for JAX's default backend here; Segmenter and the
+        # training step resolve it for the device they run on before building the model.
+        cfg = self.config.resolved()
         self.backbone = ResNetOS16(cfg)
         if not cfg.no_appearance:
             self.appearance = AppearanceModule(cfg)

@@ -63,8 +63,7 @@ def bf16_input_matmul(x: jax.Array, w: jax.Array) -> jax.Array:
     products with float32 accumulation give what a float32 product gives, up to a relative
     ~2⁻¹⁶ on the weights. The backward pass splits the float32 cotangent the same way for
     the weight gradient; the input's gradient is rounded to bfloat16 like ``x`` itself.
-    (A float32 product would run on CUDA cores: on an H200 that made this one projection
-    ~5% of the inference time and more of a training step.)
+    (A float32 product would run on a GPU's CUDA cores, not its bfloat16 tensor cores.)
     """
     hi, lo = _split_bf16(w)
     return _matmul_f32(x, hi) + _matmul_f32(x, lo)
@@ -123,13 +122,13 @@ class AppearanceModule(nn.Module):
     config: ModelConfig = ModelConfig()
 
     def setup(self):
-        cfg = self.config
+        cfg = self.config.resolved()
         # The projection feeds the float32 mixture math, so it is computed to float32
         # accuracy (see Projection; one 1×1 conv at stride 16, shared by all objects).
-        self.conv_in = Projection(cfg.appearance_dim, cfg.params_dtype)
+        self.conv_in = Projection(cfg.appearance_dim, cfg.param_dtype)
         self.cov_reg = self.param(
             "cov_reg", nn.initializers.constant(cfg.var_offset_init),
-            (cfg.num_components, cfg.appearance_dim), cfg.params_dtype)
+            (cfg.num_components, cfg.appearance_dim), cfg.param_dtype)
 
     def project(self, s16: jax.Array) -> jax.Array:
         """Layer4 features ``[..., h, w, C]`` → appearance features ``[..., h, w, D]`` (f32)."""
@@ -140,7 +139,7 @@ class AppearanceModule(nn.Module):
         return jax.nn.softplus(self.cov_reg.astype(jnp.float32))
 
     def _fit(self, feats, labels):
-        cfg = self.config
+        cfg = self.config.resolved()
         h, w, d = feats.shape
         g = fit_mixture(feats.reshape(h * w, d), labels.reshape(h * w, -1), self.var_offset(),
                         cfg.prior_count, residual=not cfg.unimodal_appearance)

@@ -127,12 +127,12 @@ class Bottleneck(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, clip_shape: tuple[int, int],
                  use_batch_stats: bool) -> jax.Array:
-        cfg = self.config
+        cfg = self.config.resolved()
 
         def conv_bn(x, feats, k, s, d, name, bn_name):
-            conv = Conv(feats, k, s, d, cfg.compute_dtype, cfg.params_dtype, name=name)
-            bn = FrameBatchNorm(feats, cfg.bn_momentum, cfg.bn_eps, cfg.compute_dtype,
-                                cfg.params_dtype, name=bn_name)
+            conv = Conv(feats, k, s, d, cfg.dtype, cfg.param_dtype, name=name)
+            bn = FrameBatchNorm(feats, cfg.bn_momentum, cfg.bn_eps, cfg.dtype,
+                                cfg.param_dtype, name=bn_name)
             if use_batch_stats:
                 return bn(conv(x), clip_shape, True)
             return conv(x, bn.affine())
@@ -160,14 +160,14 @@ class ResNetOS16(nn.Module):
 
     @nn.compact
     def __call__(self, frames: jax.Array, train: bool = False) -> dict[str, jax.Array]:
-        cfg = self.config
+        cfg = self.config.resolved()
         b, t, h, w, _ = frames.shape
         clip = (b, t)
-        x = frames.reshape(b * t, h, w, 3).astype(cfg.compute_dtype)
+        x = frames.reshape(b * t, h, w, 3).astype(cfg.dtype)
         width = cfg.backbone_width
-        stem_bn = FrameBatchNorm(width, cfg.bn_momentum, cfg.bn_eps, cfg.compute_dtype,
-                                 cfg.params_dtype, name="bn1")
-        x = nn.relu(Conv(width, 7, 2, 1, cfg.compute_dtype, cfg.params_dtype,
+        stem_bn = FrameBatchNorm(width, cfg.bn_momentum, cfg.bn_eps, cfg.dtype,
+                                 cfg.param_dtype, name="bn1")
+        x = nn.relu(Conv(width, 7, 2, 1, cfg.dtype, cfg.param_dtype,
                          name="conv1")(x, stem_bn.affine()))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=[(1, 1), (1, 1)])
         outputs = {}

@@ -23,8 +23,8 @@ def _conv(cfg: ModelConfig, features: int, kernel: int, dilation: int = 1):
     """``nn.Conv`` with bias and "same" zero padding."""
     pad = dilation * (kernel // 2)
     return nn.Conv(features, (kernel, kernel), padding=[(pad, pad), (pad, pad)],
-                   kernel_dilation=(dilation, dilation), dtype=cfg.compute_dtype,
-                   param_dtype=cfg.params_dtype)
+                   kernel_dilation=(dilation, dilation), dtype=cfg.dtype,
+                   param_dtype=cfg.param_dtype)
 
 
 def shifted_taps(x: jax.Array, k: int) -> list[jax.Array]:
@@ -45,8 +45,7 @@ def matmul_f32_out(x: jax.Array, w: jax.Array) -> jax.Array:
     The forward product accumulates and returns float32 (so terms computed apart sum
     without rounding). Its cotangent is float32 too, and JAX's own transpose would
     multiply it, as float32, with the bfloat16 operand: a float32 product, off the
-    bfloat16 tensor cores on GPUs (in the stage-2 step, mask propagation's current-frame
-    term made that 1.35% of all matrix FLOPs). Here the cotangent is rounded to ``x``'s
+    bfloat16 tensor cores on GPUs. Here the cotangent is rounded to ``x``'s
     dtype first, as it is for every bfloat16 convolution (whose outputs are bfloat16).
     """
     return jnp.einsum("...c,cd->...d", x, w, preferred_element_type=jnp.float32)
@@ -150,7 +149,7 @@ class SlicedConv(nn.Module):
         w = self.kernel[:, :, start:start + x.shape[-1]]
         if x.shape[-1] <= 4:
             return _few_channel_conv(x, w)
-        dtype = jnp.float32 if exact else self.dtype
+        dtype = jnp.dtype(jnp.float32 if exact else self.dtype)
         precision = jax.lax.Precision.HIGHEST if exact else None
         if self.kernel_size == 1:
             # Matrix products may return float32 from bfloat16 operands.
@@ -190,11 +189,11 @@ class MaskPropagation(nn.Module):
     config: ModelConfig = ModelConfig()
 
     def setup(self):
-        cfg = self.config
+        cfg = self.config.resolved()
         c16 = cfg.feature_channels[2]
         c = cfg.mask_prop_channels
-        self.layer00 = SlicedConv(2 * c16 + 4, c, dtype=cfg.compute_dtype,
-                                  param_dtype=cfg.params_dtype)
+        self.layer00 = SlicedConv(2 * c16 + 4, c, dtype=cfg.dtype,
+                                  param_dtype=cfg.param_dtype)
         for i, d in enumerate(cfg.pyramid_dilations):
             setattr(self, f"layer01_conv{i}", _conv(cfg, c, 3, d))
         self.layer02 = _conv(cfg, c, 3)
@@ -208,10 +207,10 @@ class MaskPropagation(nn.Module):
                 + self.layer00.bias_term())
 
     def __call__(self, current: jax.Array, reference: jax.Array, prev_seg: jax.Array):
-        cfg = self.config
+        cfg = self.config.resolved()
         c16 = cfg.feature_channels[2]
         x = current + reference + self.layer00.part(prev_seg, 2 * c16)
-        x = nn.relu(x).astype(cfg.compute_dtype)
+        x = nn.relu(x).astype(cfg.dtype)
         x = nn.relu(jnp.concatenate(
             [getattr(self, f"layer01_conv{i}")(x) for i in range(len(cfg.pyramid_dilations))],
             axis=-1))
@@ -229,17 +228,17 @@ class Fusion(nn.Module):
     config: ModelConfig = ModelConfig()
 
     def setup(self):
-        cfg = self.config
+        cfg = self.config.resolved()
         c1, c2 = cfg.fusion_channels
         k = 0 if cfg.no_appearance else cfg.num_components
         p = 0 if cfg.no_mask_propagation else cfg.mask_prop_channels
-        self.layer00 = SlicedConv(k + p, c1, 3, dtype=cfg.compute_dtype,
-                                  param_dtype=cfg.params_dtype)
+        self.layer00 = SlicedConv(k + p, c1, 3, dtype=cfg.dtype,
+                                  param_dtype=cfg.param_dtype)
         self.layer01 = _conv(cfg, c2, 3)
         self.predictor = _conv(cfg, 2, cfg.coarse_kernel)
 
     def __call__(self, app_scores, mask_prop):
-        cfg = self.config
+        cfg = self.config.resolved()
         # The first conv reads its concatenated input [scores, mask_prop] one part at a
         # time. The raw appearance scores are log-likelihoods of magnitude ~10²–10³ whose
         # differences carry the signal: in bfloat16 (8-bit mantissa) they would be rounded
@@ -252,7 +251,7 @@ class Fusion(nn.Module):
         if mask_prop is not None:
             start = 0 if app_scores is None else app_scores.shape[-1]
             x = x + self.layer00.part(mask_prop, start)
-        x = nn.relu(x).astype(cfg.compute_dtype)
+        x = nn.relu(x).astype(cfg.dtype)
         x = nn.relu(self.layer01(x))
         coarse = self.predictor(x)
         return x, coarse.astype(jnp.float32)
@@ -277,18 +276,18 @@ class Upsampler(nn.Module):
     config: ModelConfig = ModelConfig()
 
     def setup(self):
-        cfg = self.config
+        cfg = self.config.resolved()
         c = cfg.upsampler_channels
         self.project_s8 = _conv(cfg, c, 1)
         self.project_s4 = _conv(cfg, c, 1)
-        self.blend_s8 = SlicedConv(2 * c, c, 3, dtype=cfg.compute_dtype,
-                                   param_dtype=cfg.params_dtype)
-        self.blend_s4 = SlicedConv(2 * c, c, 3, dtype=cfg.compute_dtype,
-                                   param_dtype=cfg.params_dtype)
+        self.blend_s8 = SlicedConv(2 * c, c, 3, dtype=cfg.dtype,
+                                   param_dtype=cfg.param_dtype)
+        self.blend_s4 = SlicedConv(2 * c, c, 3, dtype=cfg.dtype,
+                                   param_dtype=cfg.param_dtype)
         self.predictor = _conv(cfg, 2, 3)
 
     def project(self, s8: jax.Array, s4: jax.Array) -> tuple[jax.Array, jax.Array]:
-        dt = self.config.compute_dtype
+        dt = self.config.resolved().dtype
         terms = []
         for s, project, blend in ((s8, self.project_s8, self.blend_s8),
                                   (s4, self.project_s4, self.blend_s4)):
@@ -297,12 +296,12 @@ class Upsampler(nn.Module):
         return terms[0], terms[1]
 
     def __call__(self, encoding, skip8, skip4):
-        cfg = self.config
+        cfg = self.config.resolved()
         x = encoding
         for term, blend in ((skip8, self.blend_s8), (skip4, self.blend_s4)):
-            up = upsample_bilinear(x, 2).astype(cfg.compute_dtype)
+            up = upsample_bilinear(x, 2).astype(cfg.dtype)
             x = (term.astype(jnp.float32) + blend.part(up, cfg.upsampler_channels)
                  + blend.bias_term())
-            x = nn.relu(x).astype(cfg.compute_dtype)
+            x = nn.relu(x).astype(cfg.dtype)
         logits = self.predictor(x)
         return upsample_bilinear(logits.astype(jnp.float32), 4)

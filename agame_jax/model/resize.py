@@ -1,4 +1,4 @@
-"""Resampling helpers that match the torch operations of the authors' code."""
+"""Resampling: bilinear upsampling as torch computes it, and block average pooling."""
 from __future__ import annotations
 
 import jax
@@ -47,10 +47,11 @@ def _upsample_axis(x: jax.Array, factor: int, axis: int) -> jax.Array:
     return stacked.reshape(shape)
 
 
-def avg_pool(x: jax.Array, size: int) -> jax.Array:
-    """Non-overlapping ``size×size`` average pooling of ``[..., H, W, C]`` (H, W divisible)."""
+def avg_pool(x, size: int):
+    """Non-overlapping ``size×size`` average pooling of ``[..., H, W, C]`` (H, W divisible),
+    for numpy and JAX arrays alike (the host pools the given masks with it too). For
+    binary maps and ``size`` 16 the result is exact: sums of at most 256 ones over 256."""
     *lead, h, w, c = x.shape
     if h % size or w % size:
         raise ValueError(f"avg_pool: {h}x{w} is not divisible by {size}")
-    x = x.reshape(*lead, h // size, size, w // size, size, c)
-    return jnp.mean(x, axis=(-4, -2))
+    return x.reshape(*lead, h // size, size, w // size, size, c).mean(axis=(-4, -2))

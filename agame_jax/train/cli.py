@@ -4,8 +4,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
+
+from agame_jax.data.clips import DataError
+from agame_jax.train.loop import train_and_evaluate
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Config file (configs/NAME.py, or configs/NAME.py:ARG); any field can be "
@@ -24,10 +27,7 @@ def _main(argv) -> int:
     if len(argv) > 1:
         print(f"error: unexpected arguments {' '.join(argv[1:])}", file=sys.stderr)
         return 2
-    from absl import logging
     logging.set_verbosity(logging.WARNING)         # orbax and jax log every save at INFO
-    from agame_jax.data.clips import DataError
-    from agame_jax.train.loop import train_and_evaluate
     workdir = _WORKDIR.value or _default_workdir(argv)
     try:
         train_and_evaluate(_CONFIG.value, workdir)

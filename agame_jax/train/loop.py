@@ -17,11 +17,15 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from agame_jax import checkpoint, convert
+from agame_jax.api import init_variables, variable_shapes
 from agame_jax.config import ModelConfig
+from agame_jax.data import pipeline
 from agame_jax.data.clips import ClipSpec
-from agame_jax.train import checkpointing, optim
+from agame_jax.train import optim, validation
 from agame_jax.train.logging import MetricLogger, Progress, format_duration
 from agame_jax.train.step import create_train_state, make_mesh, make_train_step, replicate
+from agame_jax.viz import strip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,8 +64,6 @@ def _log(*args):
 def initial_variables(config, model_config: ModelConfig, log=_log) -> dict:
     """Fresh weights, with the backbone from ImageNet weights or a whole earlier run
     (``train.init_checkpoint``) when the config says so."""
-    from agame_jax import checkpoint
-    from agame_jax.api import init_variables
     t = config.train
     if t.require_init_checkpoint and not t.init_checkpoint:
         raise ValueError("train.init_checkpoint is empty: this config continues an earlier run "
@@ -84,7 +86,6 @@ def initial_variables(config, model_config: ModelConfig, log=_log) -> dict:
 
 
 def _check_same_shapes(saved_cfg, model_config, where):
-    from agame_jax.api import variable_shapes
     a, b = variable_shapes(saved_cfg), variable_shapes(model_config)
     shapes = lambda tree: [(jax.tree_util.keystr(k), v.shape)
                            for k, v in jax.tree_util.tree_leaves_with_path(tree)]
@@ -95,7 +96,6 @@ def _check_same_shapes(saved_cfg, model_config, where):
 def load_backbone(path: str, variables: dict, model_config) -> dict:
     """``variables`` with the backbone from ``path``: a converted checkpoint directory
     (``python -m agame_jax.convert resnet101``) or a torchvision state dict file."""
-    from agame_jax import checkpoint, convert
     p = Path(path).expanduser()
     if p.is_dir():
         _, saved = checkpoint.load_variables(p)
@@ -110,7 +110,7 @@ def load_backbone(path: str, variables: dict, model_config) -> dict:
                                  f"({', '.join(mismatch[:3]) or 'different layers'})")
             out[collection]["backbone"] = src
         return out
-    return convert.convert_resnet101(convert.load_state_dict(p), variables, model_config)
+    return convert.convert_resnet101(convert.load_state_dict(p), variables)
 
 
 def record_validation(meta: dict, step: int, jf: float, patience: int) -> tuple[bool, bool]:
@@ -152,7 +152,6 @@ def train_and_evaluate(config, workdir: str | Path) -> dict:
     _save_config(config, workdir)
     model_config = ModelConfig.from_any(config.model)
     spec = clip_spec(config.data)
-    from agame_jax.data import pipeline
     dataset, sampler = pipeline.make_dataset(
         config.data, spec, config.train.batch_size, config.seed,
         process_index=jax.process_index(), process_count=jax.process_count(), log=_log)
@@ -164,15 +163,16 @@ def train_and_evaluate(config, workdir: str | Path) -> dict:
     lr = optim.learning_rate_schedule(config.train.learning_rate,
                                       config.train.lr_decay_per_epoch, schedule.steps_per_epoch)
     optimizer = optim.adam_coupled_l2(lr, config.train.weight_decay)
-    _log(f"devices: {mesh.size} x {jax.devices()[0].device_kind} "
-         f"({jax.process_count()} process(es)); compute dtype {model_config.compute_dtype.name}")
+    platform = mesh.devices.flat[0].platform
+    _log(f"devices: {mesh.size} x {mesh.devices.flat[0].device_kind} "
+         f"({jax.process_count()} process(es)); compute dtype "
+         f"{model_config.resolved(platform).dtype}")
     _log(f"data: {', '.join(f'{s.name} ({len(s)} videos)' for s in sampler.sources)}; "
          f"clips of {spec.length} frames at {spec.height}x{spec.width}")
     _log(f"schedule: {schedule.total_steps} steps of {config.train.batch_size} clips "
          f"({schedule.steps_per_epoch} steps per epoch)")
 
-    ckpt = checkpointing.TrainCheckpointer(workdir / "checkpoints", config.train.keep_checkpoints)
-    from agame_jax.api import variable_shapes
+    ckpt = checkpoint.TrainCheckpointer(workdir / "checkpoints", config.train.keep_checkpoints)
     latest = ckpt.latest_step()
     if latest is not None:
         shapes = variable_shapes(model_config)
@@ -198,7 +198,6 @@ def train_and_evaluate(config, workdir: str | Path) -> dict:
                               include_first_frame=config.train.include_first_frame,
                               num_objects=spec.objects_per_clip, remat=config.train.remat)
     validator = None
-    from agame_jax.train import validation
     heldout = validation.build_heldout(config, log=_log)
     if heldout:
         validator = validation.Validator(heldout, model_config, config.validation.chunk_size,
@@ -221,12 +220,11 @@ def train_and_evaluate(config, workdir: str | Path) -> dict:
         scores, pictures = validator(state.variables)
         j, f, jf = scores["J"], scores["F"], scores["JF"]
         logger.write(step, {"J": j, "F": f, "JF": jf, "val_seconds": time.perf_counter() - t0})
-        from agame_jax.viz import strip
         for name, frames, pred in pictures:
             logger.image(step, f"val/{name}", strip(frames, pred))
         improved, stop = record_validation(meta, step, jf, config.validation.patience)
         if improved and jax.process_index() == 0:
-            checkpointing.export_best(workdir, state.variables, model_config,
+            checkpoint.export_best(workdir, state.variables, model_config,
                                       {"step": step, "J": j, "F": f, "JF": jf})
         _log(f"validation at step {step}: J {j:.4f}  F {f:.4f}  "
              f"J&F {jf:.4f}  (best {meta['best_jf']:.4f} at step {meta['best_step']}; "

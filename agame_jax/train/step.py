@@ -7,7 +7,6 @@ the plain single-device step.
 """
 from __future__ import annotations
 
-
 import flax.struct
 import jax
 import numpy as np
@@ -64,12 +63,12 @@ def make_train_step(model_config, optimizer: optax.GradientTransformation, mesh=
     ``frames [B, T, H, W, 3]`` uint8 and ``labels [B, T, H, W]`` (objects
     1..``num_objects``, 0 background, 255 ignored; the authors' recipe is one object) are
     split over the mesh's ``"data"`` axis (B divisible by its size). The input state is
-    donated. ``metrics``: ``loss``, ``loss_fine``, ``loss_coarse``,
+    donated. ``dtype="auto"`` is resolved for the mesh's devices. ``metrics``: ``loss``, ``loss_fine``, ``loss_coarse``,
     ``grad_norm`` (replicated scalars).
     """
-    cfg = ModelConfig.from_any(model_config)
-    model = AGame(cfg)
     mesh = make_mesh() if mesh is None else mesh
+    cfg = ModelConfig.from_any(model_config).resolved(mesh.devices.flat[0].platform)
+    model = AGame(cfg)
     replicated = NamedSharding(mesh, P())
     batch = NamedSharding(mesh, P("data"))
 

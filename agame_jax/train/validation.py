@@ -10,7 +10,13 @@ import time
 
 import numpy as np
 
+from agame_jax.data import davis, ytvos
+from agame_jax.data.clips import DataError, read_frame, read_label, resize_video
+from agame_jax.data.pipeline import required_root, resolve_path
+from agame_jax.data.synthetic import make_video
 from agame_jax.evaluation.metrics import evaluate_sequence
+from agame_jax.lanes import masks_group, stream_order
+from agame_jax.segmenter import Segmenter
 
 
 @dataclasses.dataclass
@@ -36,14 +42,12 @@ class HeldOutVideo:
 def _resize_video(frames, labels, height, width):
     if not height or not width:
         return frames, labels
-    from agame_jax.data.clips import resize_video
     return resize_video(frames, labels, height, width)
 
 
 def synthetic_videos(count: int, num_frames: int, height: int, width: int, num_objects: int,
                      seed: int) -> list[HeldOutVideo]:
     """Procedural videos from a seed the training stream never uses."""
-    from agame_jax.data.synthetic import make_video
     rng = np.random.default_rng([seed, 7919])
     return [HeldOutVideo(f"synthetic-{i:03d}", v.frames, v.labels)
             for i, v in enumerate(make_video(rng, num_frames, height, width,
@@ -57,7 +61,6 @@ def _limit(videos, count):
 
 def folder_videos(labelled_videos, count: int, max_frames: int, height: int, width: int):
     """``HeldOutVideo``s read from ``LabelledVideo`` file lists."""
-    from agame_jax.data.clips import read_frame, read_label
     out = []
     for video in _limit(list(labelled_videos), count):
         n = min(len(video.frames), max_frames) if max_frames else len(video.frames)
@@ -69,8 +72,6 @@ def folder_videos(labelled_videos, count: int, max_frames: int, height: int, wid
 
 def build_heldout(config, log=print) -> list[HeldOutVideo]:
     """The held-out videos named by ``config.validation`` (empty when ``source`` is "")."""
-    from agame_jax.data.clips import DataError
-    from agame_jax.data.pipeline import _root, resolve_path
     v, d = config.validation, config.data
     if not v.source:
         return []
@@ -87,12 +88,12 @@ def build_heldout(config, log=print) -> list[HeldOutVideo]:
             yield item
 
     if v.source == "davis2017":
-        from agame_jax.data import davis
-        items = davis.training_videos(_root(d.davis_root, "data.davis_root"), v.davis_split)
+        items = davis.training_videos(required_root(d.davis_root, "data.davis_root"),
+                                      v.davis_split)
     elif v.source == "ytvos":
-        from agame_jax.data import ytvos
         ids = ytvos.read_video_ids(resolve_path(v.ytvos_video_list)) if v.ytvos_video_list else None
-        items = ytvos.training_videos(_root(d.ytvos_root, "data.ytvos_root"), d.ytvos_split, ids)
+        items = ytvos.training_videos(required_root(d.ytvos_root, "data.ytvos_root"),
+                                      d.ytvos_split, ids)
     else:
         raise ValueError(f"validation.source must be '', synthetic, ytvos or davis2017, "
                          f"got {v.source!r}")
@@ -112,13 +113,11 @@ class Validator:
 
     def __init__(self, videos: list[HeldOutVideo], model_config, chunk_size: int = 32,
                  num_images: int = 3):
-        from agame_jax.segmenter import Segmenter
         self.videos = videos
         self.num_images = num_images
         self.segmenter = Segmenter(model_config, None, chunk_size=chunk_size)
 
     def __call__(self, variables) -> tuple[dict, list]:
-        from agame_jax.lanes import masks_group, stream_order
         self.segmenter.variables = variables
         masks = [video.first_masks() for video in self.videos]
         # Back to back through the Segmenter's chunks (by frame size, most objects first).
