@@ -39,10 +39,8 @@ def test_inference_benchmark_prints_its_rows(tmp_path, capsys):
 def test_train_step_benchmark_prints_its_rows(capsys):
     _load("train_step").main(["--tiny", "--batch", "1", "--frames", "2", "--height", "32",
                               "--width", "32", "--dtype", "float32", "--repeats", "1",
-                              "--remat", "no", "yes"])
+                              "--remat", "yes"])
     out = capsys.readouterr().out
-    rows = [line for line in out.split("all rows:")[1].splitlines() if "float32" in line]
-    assert len(rows) == 2
     row = _table_row(out)
     assert row["remat"] == "yes" and float(row["snippets/s"]) > 0
     assert float(row["loss"]) > 0 and float(row["grad norm"]) > 0
