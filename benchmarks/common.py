@@ -1,5 +1,5 @@
-"""Shared helpers of the benchmark scripts: configs, timing, utilisation, memory, tables
-(the FLOP counts are in ``flop_count``)."""
+"""Shared helpers of the benchmark scripts: the benchmarked model, timing, utilisation,
+memory, profiles and tables (the FLOP counts are in ``flop_count``)."""
 from __future__ import annotations
 
 import math
@@ -9,11 +9,23 @@ import time
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from agame_jax import ModelConfig
+from agame_jax.api import variable_shapes
+from agame_jax.chunk_program import state_shapes
+from agame_jax.lanes import MAX_PIECES, ChunkInputs
+from agame_jax.model.agame import pool_labels
 
 TINY = dict(backbone_blocks=(1, 1, 1, 1), backbone_width=8, appearance_dim=16,
             mask_prop_channels=16, fusion_channels=(16, 8), upsampler_channels=8)
+# Dense peak TFLOP/s of one chip from the vendors' data sheets (no sparsity), by the
+# convolutions' dtype (float32 convolutions run as TF32 on GPUs by default).
+PEAK_TFLOPS = {"H100 PCIe": {"bfloat16": 756.0, "float32": 378.0},
+               "H100": {"bfloat16": 989.4, "float32": 494.7},
+               "H200": {"bfloat16": 989.4, "float32": 494.7},
+               "A100": {"bfloat16": 312.0, "float32": 156.0}}
 
 
 def model_config(dtype: str, tiny: bool, overrides: dict | None = None) -> ModelConfig:
@@ -23,8 +35,8 @@ def model_config(dtype: str, tiny: bool, overrides: dict | None = None) -> Model
 
 
 def parse_overrides(items: list[str]) -> dict:
-    """``["dtype=float32", "pyramid_dilations=(1, 2)"]`` → the changed ``ModelConfig``
-    fields (parsed as ``ModelConfig.with_overrides`` does; unknown fields are an error)."""
+    """``["pyramid_dilations=(1, 2)"]`` → the changed ``ModelConfig`` fields (parsed as
+    ``ModelConfig.with_overrides`` does; unknown fields are an error)."""
     try:
         changed = ModelConfig().with_overrides(items).to_dict()
     except ValueError as e:
@@ -34,171 +46,8 @@ def parse_overrides(items: list[str]) -> dict:
             for k in keys}
 
 
-def compile_and_time(jitted, *args, repeats: int = 5) -> dict:
-    """Compile ``jitted`` for ``args`` once (ahead of time) and time the compiled program.
-
-    Returns ``first`` (compile + first call, seconds), ``median`` (median of ``repeats``
-    later calls, each waited for), ``pipelined`` (seconds a call when ``repeats`` calls
-    are dispatched back to back and waited for once, as the training loop and the
-    Segmenter run them: the host's dispatch of a call overlaps the device's work on the
-    previous one), ``out`` (the last result), ``compiled`` (callable on the same args)
-    and the ``analyse`` entries.
-    """
-    t0 = time.perf_counter()
-    compiled = jitted.lower(*args).compile()
-    out = jax.block_until_ready(compiled(*args))
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(compiled(*args))
-        times.append(time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    jax.block_until_ready([compiled(*args) for _ in range(repeats)])
-    pipelined = (time.perf_counter() - t0) / repeats
-    return {"first": first, "median": statistics.median(times), "pipelined": pipelined,
-            "out": out, "compiled": compiled, **analyse(compiled)}
-
-
-def best_effort(what: str, fn, *args, **kwargs):
-    """``fn(*args, **kwargs)``, or None and a one-line warning on stderr if it raises.
-
-    For the measurements made beside a row's timings (FLOP counts on the jaxpr, profiler
-    traces): they read JAX internals and profiler plumbing that change between versions
-    (the GPU machines run a newer JAX than the CPUs the scripts are tested on), and a
-    failure there must not cost the row its speed figures on a GPU lent for minutes. The
-    FLOP counts do not depend on the device and can be redone on a CPU
-    (``model_cost.py``)."""
-    try:
-        return fn(*args, **kwargs)
-    except Exception as e:                             # noqa: BLE001 (reported, not hidden)
-        print(f"warning: {what} failed and is left out: {type(e).__name__}: {e}",
-              file=sys.stderr)
-        sys.stderr.flush()
-        return None
-
-
-def analyse(compiled) -> dict:
-    """``flops``: XLA's cost analysis of a compiled program (None where the backend gives
-    none; a loop body counts once, see ``flop_count.matmul_flops``); ``program_gib``: arguments +
-    outputs + temporaries from its memory analysis, i.e. what the program itself needs
-    (unlike the process-wide ``peak_memory_gib``, which also sees autotuning and other
-    programs)."""
-    result = {"flops": None, "program_gib": None}
-    try:
-        cost = compiled.cost_analysis()
-        if isinstance(cost, (list, tuple)):
-            cost = cost[0]
-        result["flops"] = float(cost.get("flops", 0.0)) or None
-    except Exception:                                  # best effort: a table, not a test
-        pass
-    try:
-        mem = compiled.memory_analysis()
-        result["program_gib"] = (mem.argument_size_in_bytes + mem.output_size_in_bytes
-                                 + mem.temp_size_in_bytes - mem.alias_size_in_bytes) / 2 ** 30
-    except Exception:
-        pass
-    return result
-
-
-# Dense peak FLOP/s of one chip from the vendors' data sheets (no sparsity), by the
-# convolutions' dtype: float32 convolutions use TF32 tensor cores by default on GPUs.
-PEAK_TFLOPS = {
-    "H100 80GB HBM3": {"bfloat16": 989.4, "float32": 494.7},       # SXM
-    "NVIDIA H100 80GB HBM3": {"bfloat16": 989.4, "float32": 494.7},
-    "NVIDIA H100 PCIe": {"bfloat16": 756.0, "float32": 378.0},
-    "NVIDIA H200": {"bfloat16": 989.4, "float32": 494.7},
-    "NVIDIA A100-SXM4-80GB": {"bfloat16": 312.0, "float32": 156.0},
-    "NVIDIA A100-SXM4-40GB": {"bfloat16": 312.0, "float32": 156.0},
-}
-
-
-def peak_tflops(dtype: str, override: float | None = None) -> float | None:
-    """The device's dense peak TFLOP/s for ``dtype`` (None when unknown, e.g. CPUs)."""
-    if override:
-        return override
-    kind = jax.devices()[0].device_kind
-    for name, peaks in PEAK_TFLOPS.items():
-        if kind == name or kind.startswith(name):
-            return peaks.get(dtype)
-    return None
-
-
-def utilisation(flops: float | None, seconds: float, dtype: str, override=None):
-    """``(TFLOP/s, fraction of peak)``; either may be None."""
-    if flops is None:
-        return None, None
-    tflops = flops / seconds / 1e12
-    peak = peak_tflops(dtype, override)
-    return tflops, (None if peak is None else tflops / peak)
-
-
-def profile_calls(log_dir, fn, *args, calls: int = 2) -> None:
-    """Trace ``calls`` already-compiled calls of ``fn`` under ``log_dir`` (if set), and
-    write the optimised program's HLO text beside the trace (``program.hlo.txt``: it
-    names the source operation of every kernel, see ``profile_summary.py``)."""
-    if not log_dir:
-        return
-    Path(log_dir).mkdir(parents=True, exist_ok=True)
-    if hasattr(fn, "as_text"):
-        (Path(log_dir) / "program.hlo.txt").write_text(fn.as_text())
-    with Profile(log_dir):
-        for _ in range(calls):
-            jax.block_until_ready(fn(*args))
-
-
-class Profile:
-    """``with Profile(dir):`` traces the block with ``jax.profiler`` when ``dir`` is set
-    (view it in TensorBoard's profile plugin or Perfetto; ``benchmarks/profile_summary.py``
-    prints the device time per kernel)."""
-
-    def __init__(self, log_dir):
-        self.log_dir = log_dir
-
-    def __enter__(self):
-        if self.log_dir:
-            options = jax.profiler.ProfileOptions()
-            options.python_tracer_level = 0            # device and runtime events only
-            jax.profiler.start_trace(str(self.log_dir), create_perfetto_trace=True,
-                                     profiler_options=options)
-        return self
-
-    def __exit__(self, *exc):
-        if self.log_dir:
-            jax.profiler.stop_trace()
-        return False
-
-
-def peak_memory_gib() -> float | None:
-    stats = jax.devices()[0].memory_stats() or {}
-    peak = stats.get("peak_bytes_in_use")
-    return None if peak is None else peak / 2 ** 30
-
-
-def label_iou(a, b, ids, keep=None) -> float:
-    """Mean over object ids of the IoU of their pixels in two label maps (1 for an object
-    that neither map contains: they agree); ``keep`` masks the pixels counted."""
-    import numpy as np
-    keep = np.ones(a.shape, bool) if keep is None else keep
-    ious = []
-    for i in ids:
-        union = (((a == i) | (b == i)) & keep).sum()
-        ious.append(1.0 if union == 0 else ((a == i) & (b == i) & keep).sum() / union)
-    return float(np.mean(ious))
-
-
-def print_table(header: list[str], rows: list[list]) -> None:
-    cells = [header] + [["-" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
-                         for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    for k, row in enumerate(cells):
-        print(" | ".join(c.rjust(w) for c, w in zip(row, widths)))
-        if k == 0:
-            print("-+-".join("-" * w for w in widths))
-
-
 def add_common_args(parser, height: int, width: int, frames: int) -> None:
-    """Size, dtype, repetition and model-size flags shared by the benchmark scripts."""
+    """Size, dtype, repetition and model flags shared by the benchmark scripts."""
     parser.add_argument("--height", type=int, default=height)
     parser.add_argument("--width", type=int, default=width)
     parser.add_argument("--frames", type=int, default=frames)
@@ -206,8 +55,8 @@ def add_common_args(parser, height: int, width: int, frames: int) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--tiny", action="store_true", help="reduced widths and depths")
     parser.add_argument("--peak-tflops", type=float, default=None,
-                        help="the device's peak TFLOP/s for the utilisation column "
-                             "(default: from a table of known devices)")
+                        help="the device's peak TFLOP/s for the MFU column (default: from "
+                             "a table of known devices)")
     parser.add_argument("--profile", default=None,
                         help="write a jax.profiler trace of the timed calls under this folder")
     parser.add_argument("--model", nargs="+", default=[], metavar="KEY=VALUE",
@@ -221,17 +70,17 @@ def setup_run(args):
     return random_variables(model_config("float32", args.tiny, parse_overrides(args.model)))
 
 
+def device_line() -> str:
+    d = jax.devices()[0]
+    return f"device: {d.device_kind} ({d.platform}), jax {jax.__version__}"
+
+
 def random_variables(cfg: ModelConfig, seed: int = 0) -> dict:
     """Variables of ``cfg``'s shapes drawn on the host with numpy, in the distributions
     ``init_variables`` uses (kernels ~ N(0, 1/fan_in), biases and BatchNorm means 0,
-    scales and variances 1, the appearance offsets at their initial value).
-
-    Speed does not depend on the values, and ``init_variables`` compiles one program
-    holding a random-number generator per parameter: 20-40 s before the first
-    benchmark row, paid by every script. An unknown parameter name is an error, so a
-    new kind of parameter is not silently given a wrong distribution."""
-    import numpy as np
-    from agame_jax.api import variable_shapes
+    scales and variances 1, the appearance offsets at their initial value), without
+    compiling ``init_variables``' program (tens of seconds at full size). Speed does not
+    depend on the values. An unknown parameter name is an error."""
     rng = np.random.default_rng(seed)
     constants = {"bias": 0.0, "mean": 0.0, "scale": 1.0, "var": 1.0,
                  "cov_reg": cfg.var_offset_init}
@@ -239,13 +88,13 @@ def random_variables(cfg: ModelConfig, seed: int = 0) -> dict:
     def draw(path, leaf):
         name = path[-1].key
         if name == "kernel":
-            fan_in = math.prod(leaf.shape[:-1])
-            value = rng.standard_normal(leaf.shape, np.float32) / np.sqrt(fan_in)
+            value = rng.standard_normal(leaf.shape, np.float32) / np.sqrt(
+                math.prod(leaf.shape[:-1]))
         elif name in constants:
             value = np.full(leaf.shape, constants[name], np.float32)
         else:
             raise ValueError(f"random_variables: no distribution for parameter {path}")
-        return jax.numpy.asarray(value.astype(leaf.dtype))
+        return jnp.asarray(value.astype(leaf.dtype))
     return jax.tree_util.tree_map_with_path(draw, variable_shapes(cfg))
 
 
@@ -253,14 +102,8 @@ def steady_chunk_args(model, variables, frames, objects: int, lanes: int = 1) ->
     """``(states, inputs)`` of ``chunk_program.run_chunk`` for a chunk inside one video per
     lane: ``frames [T, H, W, 3]`` (the same in every lane) with ``objects`` given at frame
     0 (rectangles), every frame predicted (frame indices 2, 3, …). The carried-in states
-    are placeholders of the right shapes: the program has no data-dependent control flow,
-    so their values do not change its speed. Works on arrays and, under
-    ``jax.eval_shape``, on shapes."""
-    import jax.numpy as jnp
-    import numpy as np
-    from agame_jax.chunk_program import state_shapes
-    from agame_jax.lanes import MAX_PIECES, ChunkInputs
-    from agame_jax.model.agame import pool_labels
+    are placeholders: the program has no data-dependent control flow, so their values do
+    not change its speed. Works on arrays and, under ``jax.eval_shape``, on shapes."""
     t_len, h, w = frames.shape[:3]
     masks = np.zeros((objects, h, w), np.float32)
     for k in range(objects):
@@ -269,7 +112,7 @@ def steady_chunk_args(model, variables, frames, objects: int, lanes: int = 1) ->
     states = jax.tree_util.tree_map(lambda s: jnp.full(s.shape, 0.5, s.dtype), shapes)
     per_lane = lambda x, lead: jnp.broadcast_to(x, lead + x.shape)
     pieces = (lanes, MAX_PIECES)
-    inputs = ChunkInputs(
+    return states, ChunkInputs(
         frames=per_lane(frames, (lanes,)),
         frame_index=per_lane(2 + jnp.arange(t_len, dtype=jnp.int32), (lanes,)),
         segment=jnp.zeros((lanes, t_len), jnp.int32),
@@ -277,9 +120,91 @@ def steady_chunk_args(model, variables, frames, objects: int, lanes: int = 1) ->
         first_frame=jnp.zeros(pieces + (objects,), jnp.int32),
         init_seg=per_lane(pool_labels(jnp.asarray(masks)), pieces),
         lookup=per_lane(jnp.arange(objects + 1, dtype=jnp.uint8), pieces))
-    return states, inputs
 
 
-def device_line() -> str:
-    d = jax.devices()[0]
-    return f"device: {d.device_kind} ({jax.default_backend()}), jax {jax.__version__}"
+def compile_and_time(jitted, *args, repeats: int = 5) -> dict:
+    """Compile ``jitted`` for ``args`` (ahead of time) and time the compiled program.
+
+    Returns ``first`` (compile + first call, seconds), ``median`` (of ``repeats`` later
+    calls, each waited for), ``pipelined`` (seconds a call when ``repeats`` calls are
+    dispatched back to back and waited for once, as the training loop and the Segmenter
+    run them), ``out`` (the last result), ``compiled`` and ``program_gib`` (arguments +
+    outputs + temporaries by XLA's memory analysis: what the program itself needs, unlike
+    the process-wide peak, which also sees autotuning).
+    """
+    t0 = time.perf_counter()
+    compiled = jitted.lower(*args).compile()
+    out = jax.block_until_ready(compiled(*args))
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = jax.block_until_ready(compiled(*args))
+        times.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    jax.block_until_ready([compiled(*args) for _ in range(repeats)])
+    pipelined = (time.perf_counter() - t0) / repeats
+    mem = best_effort("memory analysis", compiled.memory_analysis)
+    gib = None if mem is None else (mem.argument_size_in_bytes + mem.output_size_in_bytes
+                                    + mem.temp_size_in_bytes - mem.alias_size_in_bytes) / 2 ** 30
+    return {"first": first, "median": statistics.median(times), "pipelined": pipelined,
+            "out": out, "compiled": compiled, "program_gib": gib}
+
+
+def best_effort(what: str, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)``, or None and a one-line warning on stderr if it raises: for
+    what is measured beside a row's timings (FLOP counts on the jaxpr, profiler traces,
+    memory analysis), which read JAX internals that change between versions; their
+    failure must not cost the row its speed figures."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:                             # noqa: BLE001 (reported, not hidden)
+        print(f"warning: {what} failed and is left out: {type(e).__name__}: {e}",
+              file=sys.stderr, flush=True)
+        return None
+
+
+def utilisation(flops: float | None, seconds: float, dtype: str, peak: float | None = None):
+    """``(TFLOP/s, fraction of the device's peak)``; either may be None (unknown peak)."""
+    if flops is None:
+        return None, None
+    tflops = flops / seconds / 1e12
+    kind = jax.devices()[0].device_kind
+    peak = peak or next((p.get(dtype) for name, p in PEAK_TFLOPS.items() if name in kind),
+                        None)
+    return tflops, (None if peak is None else tflops / peak)
+
+
+def peak_memory_gib() -> float | None:
+    peak = (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
+    return None if peak is None else peak / 2 ** 30
+
+
+def profile_calls(log_dir, fn, *args, calls: int = 2) -> None:
+    """Trace ``calls`` already-compiled calls of ``fn`` with ``jax.profiler`` under
+    ``log_dir`` (if set), with the optimised program's HLO beside the trace
+    (``program.hlo.txt``: it names the source of every kernel, see ``profile_summary.py``)."""
+    if not log_dir:
+        return
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    if hasattr(fn, "as_text"):
+        (Path(log_dir) / "program.hlo.txt").write_text(fn.as_text())
+    options = jax.profiler.ProfileOptions()
+    options.python_tracer_level = 0                    # device and runtime events only
+    jax.profiler.start_trace(str(log_dir), create_perfetto_trace=True,
+                             profiler_options=options)
+    try:
+        for _ in range(calls):
+            jax.block_until_ready(fn(*args))
+    finally:
+        jax.profiler.stop_trace()
+
+
+def print_table(header: list[str], rows: list[list]) -> None:
+    cells = [header] + [["-" if v is None else (f"{v:.3g}" if isinstance(v, float) else str(v))
+                         for v in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
+    for k, row in enumerate(cells):
+        print(" | ".join(c.rjust(w) for c, w in zip(row, widths)))
+        if k == 0:
+            print("-+-".join("-" * w for w in widths))

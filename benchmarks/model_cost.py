@@ -1,25 +1,16 @@
 """Parameters and FLOPs of the model, per module, per frame and per object.
 
     python benchmarks/model_cost.py                       # full size at 480×864 (CPU is fine)
-    python benchmarks/model_cost.py --tiny --height 64 --width 96
     python benchmarks/model_cost.py --audit --no-training  # + where bfloat16 work is not
 
-Nothing runs: the convolutions and matrix products of the programs traced for these
-shapes are counted (``flop_count.matmul_flops``: a multiply-add is 2, loop bodies count once
-per frame). "encode" is the object-independent work of a
-frame (backbone, appearance projection, mask propagation's current-frame term, skip
-projections); "per object" is the difference between the chunk programs for 2 and 1
-objects, divided by the frames (heads, mixture fit and update, aggregation, and each
-chunk's share of the objects' initial states). Chunks of ``--frames`` (default 32, the
-evaluation's chunk) as ``Segmenter`` runs them.
-REFERENCE.md counts ≈ 164 GFLOP for the backbone and ≈ 88 + 7 GFLOP per object.
-
-``--audit`` adds, for the bfloat16 model, the convolutions and matrix products that do
-not have two bfloat16 operands (``flop_count.precision_audit``), grouped by source scope:
-the 1-object chunk program and (unless ``--no-training``) the stage-2 training step. On
-a GPU those run in float32 (CUDA cores, or TF32) instead of on bfloat16 tensor cores; each
-should be a float32 computation kept on purpose (the mixture fit; in training, the
-backward of the appearance-score term).
+Nothing runs: the convolutions and matrix products of the traced programs are counted
+(``flop_count``: a multiply-add is 2, loop bodies once per frame). "encode" is the
+object-independent work of a frame; "each further object" the difference between the
+chunk programs for 2 and 1 objects, per frame, in chunks of ``--frames`` as the
+``Segmenter`` runs them. ``--audit`` lists, for the bfloat16 model, the matrix work whose
+operands are not both bfloat16 (on a GPU: CUDA cores or TF32, not bfloat16 tensor cores),
+by source scope, for the 1-object chunk and the stage-2 training step; each row should be
+float32 kept on purpose (the mixture fits).
 """
 from __future__ import annotations
 

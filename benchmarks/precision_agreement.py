@@ -25,13 +25,27 @@ import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import device_line, label_iou, print_table  # noqa: E402
+from common import device_line, print_table  # noqa: E402
 
-from agame_jax import ModelConfig, Segmenter  # noqa: E402
+from agame_jax import ModelConfig, Segmenter, checkpoint  # noqa: E402
+from agame_jax.convert import convert_agame  # noqa: E402
+from agame_jax.demo import synthetic_clip  # noqa: E402
+from agame_jax.train.validation import synthetic_videos  # noqa: E402
 
 TIE_MARGIN = 0.1
 VARIANTS = (("bfloat16", "bfloat16", "default"),
             ("float32 default precision", "float32", "default"))
+
+
+def label_iou(a, b, ids, keep=None) -> float:
+    """Mean over object ids of the IoU of their pixels in two label maps (1 for an object
+    that neither map contains: they agree); ``keep`` masks the pixels counted."""
+    keep = np.ones(a.shape, bool) if keep is None else keep
+    ious = []
+    for i in ids:
+        union = (((a == i) | (b == i)) & keep).sum()
+        ious.append(1.0 if union == 0 else ((a == i) & (b == i) & keep).sum() / union)
+    return float(np.mean(ious))
 
 
 def compare(name, model_config, variables, frames, masks, ids) -> list[list]:
@@ -59,10 +73,8 @@ def compare(name, model_config, variables, frames, masks, ids) -> list[list]:
 
 
 def fixture_rows(fixtures: Path) -> list[list]:
-    from agame_jax.convert import convert_agame
-    from agame_jax.demo import synthetic_clip
     sys.path.insert(0, str(fixtures))
-    from weights import make_state_dict
+    from weights import make_state_dict                   # the fixtures' own weights
     _, variables = convert_agame(make_state_dict(0))
     clip = np.load(fixtures / "clip_2obj.npz")
     rows = compare("fixture clip 4x128x224", ModelConfig(), variables, clip["frames"],
@@ -74,8 +86,6 @@ def fixture_rows(fixtures: Path) -> list[list]:
 
 
 def checkpoint_rows(path: str, videos: int, frames: int, size: int, objects: int) -> list:
-    from agame_jax import checkpoint
-    from agame_jax.train.validation import synthetic_videos
     cfg, variables = checkpoint.load_variables(path)
     rows = []
     for video in synthetic_videos(videos, frames, size, size, objects, seed=12345):
@@ -84,7 +94,7 @@ def checkpoint_rows(path: str, videos: int, frames: int, size: int, objects: int
     return rows
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def main(argv=None):
     default = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "authors_model"
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--fixtures", type=Path, default=default)
@@ -94,15 +104,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--objects", type=int, default=2)
-    return parser.parse_args(argv)
-
-
-def main(argv=None):
-    args = parse_args(argv)
+    args = parser.parse_args(argv)
     print(device_line())
     rows = (checkpoint_rows(args.checkpoint, args.videos, args.frames, args.size, args.objects)
             if args.checkpoint else fixture_rows(args.fixtures))
-    print_table(["clip", "vs float32 (highest)", "equal labels", "mean IoU", "max |Δp|",
+    print_table(["clip", "vs float32 (highest)", "equal labels", "mean IoU", "max Δp",
                  f"differing that are ties (<{TIE_MARGIN})", "mean IoU off ties"], rows)
     for label, *_ in VARIANTS:
         ious = [r[3] for r in rows if r[1] == label]

@@ -184,8 +184,7 @@ def test_precision_agreement_on_a_checkpoint(tmp_path, tiny_model, capsys):
 
 def test_profile_summary_attributes_kernels_to_source_scopes(tmp_path, capsys):
     """A GPU-like trace (device stream, kernels with ``hlo_op``) and the program's HLO:
-    kernel time is summed per HLO operation and per module scope, forward and backward
-    apart."""
+    kernel time is summed per kernel and per module scope, forward and backward apart."""
     import gzip
     import json
     summary = _load("profile_summary")
@@ -211,7 +210,9 @@ def test_profile_summary_attributes_kernels_to_source_scopes(tmp_path, capsys):
     summary.main([str(tmp_path)])
     out = capsys.readouterr().out
     assert "busy 0.10 ms" in out                  # 0–30, 40–110: 100 µs busy of 110
-    assert "2 ops, 2 found in program.hlo.txt" in out
+    assert "top kernels by total time (3 events, 0.10 ms)" in out
+    assert next(l for l in out.splitlines() if "convolve_common_engine" in l).split()[:3] == [
+        "70.0%", "0.070", "ms"]
     lines = out.splitlines()
     bwd = next(l for l in lines if l.strip().endswith("bwd AGame.encode/backbone/layer4_1/conv2"))
     fwd = next(l for l in lines if l.strip().endswith("fwd AGame.encode/backbone/layer4_1/conv2"))
@@ -242,7 +243,7 @@ def test_random_variables_match_init_in_structure_and_distribution():
 
 def test_label_iou_against_hand_counts():
     import numpy as np
-    label_iou = _load("common").label_iou
+    label_iou = _load("precision_agreement").label_iou
     a = np.array([[1, 1, 0], [2, 0, 0]])
     b = np.array([[1, 0, 0], [2, 2, 0]])
     # object 1: 1 shared of 2 pixels; object 2: 1 of 2; object 3 in neither map: agree.
