@@ -76,11 +76,9 @@ def device_line() -> str:
 
 
 def random_variables(cfg: ModelConfig, seed: int = 0) -> dict:
-    """Variables of ``cfg``'s shapes drawn on the host with numpy, in the distributions
-    ``init_variables`` uses (kernels ~ N(0, 1/fan_in), biases and BatchNorm means 0,
-    scales and variances 1, the appearance offsets at their initial value), without
-    compiling ``init_variables``' program (tens of seconds at full size). Speed does not
-    depend on the values. An unknown parameter name is an error."""
+    """Variables of ``cfg``'s shapes drawn with numpy in ``init_variables``' distributions
+    (kernels ~ N(0, 1/fan_in), the rest at their initial constants), without compiling
+    its program (tens of seconds at full size); speed does not depend on the values."""
     rng = np.random.default_rng(seed)
     constants = {"bias": 0.0, "mean": 0.0, "scale": 1.0, "var": 1.0,
                  "cov_reg": cfg.var_offset_init}
@@ -100,10 +98,9 @@ def random_variables(cfg: ModelConfig, seed: int = 0) -> dict:
 
 def steady_chunk_args(model, variables, frames, objects: int, lanes: int = 1) -> tuple:
     """``(states, inputs)`` of ``chunk_program.run_chunk`` for a chunk inside one video per
-    lane: ``frames [T, H, W, 3]`` (the same in every lane) with ``objects`` given at frame
-    0 (rectangles), every frame predicted (frame indices 2, 3, …). The carried-in states
-    are placeholders: the program has no data-dependent control flow, so their values do
-    not change its speed. Works on arrays and, under ``jax.eval_shape``, on shapes."""
+    lane (``frames [T, H, W, 3]``, ``objects`` rectangles given at frame 0, every frame
+    predicted), with placeholder states (no data-dependent control flow, so their values
+    do not change the speed). Works on arrays and, under ``jax.eval_shape``, on shapes."""
     t_len, h, w = frames.shape[:3]
     masks = np.zeros((objects, h, w), np.float32)
     for k in range(objects):
@@ -123,15 +120,11 @@ def steady_chunk_args(model, variables, frames, objects: int, lanes: int = 1) ->
 
 
 def compile_and_time(jitted, *args, repeats: int = 5) -> dict:
-    """Compile ``jitted`` for ``args`` (ahead of time) and time the compiled program.
-
-    Returns ``first`` (compile + first call, seconds), ``median`` (of ``repeats`` later
-    calls, each waited for), ``pipelined`` (seconds a call when ``repeats`` calls are
-    dispatched back to back and waited for once, as the training loop and the Segmenter
-    run them), ``out`` (the last result), ``compiled`` and ``program_gib`` (arguments +
-    outputs + temporaries by XLA's memory analysis: what the program itself needs, unlike
-    the process-wide peak, which also sees autotuning).
-    """
+    """Compile ``jitted`` for ``args`` and time it: ``first`` (compile + first call, s),
+    ``median`` (of ``repeats`` calls, each waited for), ``pipelined`` (a call's share when
+    ``repeats`` calls are dispatched back to back, as training and the Segmenter run),
+    ``out`` (the last result), ``compiled`` and ``program_gib`` (what XLA's memory
+    analysis says the program needs, unlike the process peak, which sees autotuning)."""
     t0 = time.perf_counter()
     compiled = jitted.lower(*args).compile()
     out = jax.block_until_ready(compiled(*args))

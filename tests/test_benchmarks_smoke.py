@@ -34,6 +34,8 @@ def test_inference_benchmark_prints_its_rows(tmp_path, capsys):
     # Each timed program's trace comes with its HLO (for profile_summary's attribution).
     assert len(list(tmp_path.glob("*/program.hlo.txt"))) == 2
     assert list(tmp_path.glob("*/plugins/profile/*/*perfetto_trace.json.gz"))
+    _load("profile_summary").main([str(tmp_path)])          # a real (CPU) trace reads
+    assert "top kernels:" in capsys.readouterr().out
 
 
 def test_train_step_benchmark_prints_its_rows(capsys):
@@ -71,9 +73,9 @@ def test_gpu_script_is_valid_bash():
 
 def test_data_pipeline_benchmark_prints_table(capsys):
     _load("data_pipeline").main(["--config", str(BENCH.parent / "configs" / "quickstart.py"),
-                                 "--threads", "1", "--batches", "2", "--height", "32",
-                                 "--width", "32", "--set", "data.min_start_pixels=20",
-                                 "data.hflip=false"])
+                                 "--threads", "1", "--batches", "2", "--set",
+                                 "data.height=32", "data.width=32", "data.min_start_pixels=20",
+                                 "data.hflip=False"])
     out = capsys.readouterr().out
     assert "clips/s" in out and "4x32x32" in out
 
@@ -210,7 +212,7 @@ def test_profile_summary_attributes_kernels_to_source_scopes(tmp_path, capsys):
     summary.main([str(tmp_path)])
     out = capsys.readouterr().out
     assert "busy 0.10 ms" in out                  # 0–30, 40–110: 100 µs busy of 110
-    assert "top kernels by total time (3 events, 0.10 ms)" in out
+    assert "kernels busy 0.10 ms (90.9%), 3 events, 0.10 ms" in out
     assert next(l for l in out.splitlines() if "convolve_common_engine" in l).split()[:3] == [
         "70.0%", "0.070", "ms"]
     lines = out.splitlines()
