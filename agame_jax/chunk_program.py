@@ -39,19 +39,44 @@ def run_chunk(model: AGame, feedback: str, variables, states: ObjectState,
     if left or right or top or bottom:
         frames = jnp.pad(frames, ((0, 0), (0, 0), (top, bottom), (left, right), (0, 0)),
                          mode="reflect")
-    feats = model.apply(variables, frames, method=AGame.encode)            # [V, T, …]
+    feats = encode(model, variables, frames, inputs.frame_index)           # [V, T, …]
     starts = recurrent.ObjectStarts(first_frame=inputs.first_frame, init_seg=inputs.init_seg)
 
     def lane(states, feats, frame_index, segment, start_index, starts):
         return recurrent.scan_frames(model, variables, states, feats, frame_index, starts,
                                      segment, start_index, feedback=feedback, keep=("probs",))
 
-    states, out = jax.vmap(lane)(states, feats, inputs.frame_index, inputs.segment,
-                                 inputs.start_index, starts)
+    lanes = (states, feats, inputs.frame_index, inputs.segment, inputs.start_index, starts)
+    if jax.default_backend() == "cpu":
+        # One lane after another: a CPU gains nothing from a batch over lanes, and under
+        # vmap the frame loop's conditionals (which skip unpredicted positions on a CPU,
+        # recurrent.frame_step) would become selects that compute both sides.
+        states, out = jax.lax.map(lambda x: lane(*x), lanes)
+    else:
+        states, out = jax.vmap(lane)(*lanes)
     probs = out["probs"][..., top:top + h, left:left + w]
     table = jnp.take_along_axis(inputs.lookup, inputs.segment[..., None], axis=1)  # [V, T, S+1]
     labels = jax.vmap(jax.vmap(jnp.take))(table, jnp.argmax(probs, axis=2))
     return states, (probs if with_probs else None), labels
+
+
+def encode(model: AGame, variables, frames: jax.Array, frame_index: jax.Array):
+    """``AGame.encode`` of ``frames [V, T, H, W, 3]`` (inference mode) → ``Features`` with
+    leading ``[V, T]``; on a CPU, positions without a frame (``frame_index < 0``) are
+    zeros, not encoded."""
+    if jax.default_backend() != "cpu":
+        return model.apply(variables, frames, method=AGame.encode)
+    # XLA:CPU runs the backbone faster one frame at a time than on a batch of frames,
+    # whose activations do not fit the caches, and a conditional lets it skip the
+    # padding (docs/performance.md); accelerators want the batch, and a conditional
+    # there waits for the host.
+    lead = frames.shape[:2]
+    one = lambda frame: model.apply(variables, frame[None, None], method=AGame.encode)
+    zeros = lambda frame: jax.tree_util.tree_map(
+        lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(one, frame))
+    feats = jax.lax.map(lambda x: jax.lax.cond(x[1] >= 0, one, zeros, x[0]),
+                        (frames.reshape((-1,) + frames.shape[2:]), frame_index.reshape(-1)))
+    return jax.tree_util.tree_map(lambda x: x.reshape(lead + x.shape[3:]), feats)
 
 
 def state_shapes(model: AGame, variables, size: tuple[int, int], slots: int,

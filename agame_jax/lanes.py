@@ -6,7 +6,7 @@ another: when a video ends inside a chunk, the next one starts at the following 
 (a lane's chunk holds pieces of up to ``MAX_PIECES`` videos), so the device computes the
 videos' frames rather than whole chunks per video. Videos share chunks while they share
 the frame size; a chunk runs as many object slots as the largest of its videos needs
-(``object_bucket``; unused slots come last and never become active, so the carried states
+(``bucket``; unused slots come last and never become active, so the carried states
 are cut or extended between chunks without loss). A video of another frame size waits
 until every lane has finished. Callers should give videos in ``stream_order`` (by frame
 size, most object slots first, longest first), so that lanes rarely idle and the slot
@@ -36,12 +36,13 @@ def padding_ltrb(height: int, width: int, multiple: int = STRIDE) -> tuple[int, 
     return (pw + 1) // 2, pw // 2, (ph + 1) // 2, ph // 2
 
 
-def object_bucket(count: int) -> int:
-    """Object slots compiled for ``count`` objects: the next of 1, 2, 3, 4, 6, 8, 12, 16,
-    24, … (powers of two and 1.5 times them), so a dataset compiles a handful of
-    programs, not one per object count, and a video computes at most a third more object
-    slots than it has objects (the next power of two alone wasted up to 60%: 8 slots for
-    5 objects, each slot a full pass of the heads)."""
+def bucket(count: int) -> int:
+    """The next of 1, 2, 3, 4, 6, 8, 12, 16, 24, … (powers of two and 1.5 times them) at
+    or above ``count``: the sizes programs are compiled for, so that a dataset compiles a
+    handful of programs, not one per count, and computes at most a third more than it
+    needs (the next power of two alone wastes up to 60%). Used for the object slots of a
+    chunk and for the length of a chunk that is not full (a short video, the end of a
+    stream)."""
     if count <= 2:
         return max(count, 1)
     power = 1 << ((count - 1).bit_length() - 1)        # the largest power of two < count
@@ -50,8 +51,8 @@ def object_bucket(count: int) -> int:
 
 def group_key(size: tuple[int, int], num_objects: int):
     """``((H, W), slots)``: a video's frame size and the object slots its program needs
-    (``object_bucket``); what ``stream_order`` sorts by."""
-    return (int(size[0]), int(size[1])), object_bucket(num_objects)
+    (``bucket``); what ``stream_order`` sorts by."""
+    return (int(size[0]), int(size[1])), bucket(num_objects)
 
 
 def masks_group(masks: Mapping[int, np.ndarray], size):
@@ -313,11 +314,14 @@ class FrameBuffers:
 def chunk_inputs(group, chunks: list[LaneChunk], chunk: int,
                  buffers: FrameBuffers) -> ChunkInputs:
     """The ``ChunkInputs`` of one planned chunk (``LaneScheduler.next_chunk``): its group
-    ``((h, w), S)`` and lanes' pieces, the frames copied into one of ``buffers``."""
+    ``((h, w), S)`` and lanes' pieces, the frames copied into one of ``buffers``. A chunk
+    that is not full (a short video, the end of a stream) is cut to ``bucket`` of its
+    fullest lane's frames, so that it does not pay for ``chunk`` positions."""
     (h, w), slots = group
     left, right, top, bottom = padding_ltrb(h, w)
     hs, ws = (h + top + bottom) // STRIDE, (w + left + right) // STRIDE
     lanes = len(chunks)
+    chunk = min(chunk, bucket(max(len(lane.frames) for lane in chunks)))
     frames = buffers.take((lanes, chunk, h, w, 3))
     index = np.full((lanes, chunk), -1, np.int32)
     segment = np.zeros((lanes, chunk), np.int32)

@@ -38,7 +38,8 @@ class Segmenter:
 
     The settings are fixed at construction (read-only attributes): the compiled programs
     depend on them. Programs are compiled ahead of time, one per frame size, object-slot
-    count (``lanes.object_bucket``), lane count and with or without probabilities;
+    count and chunk length (``lanes.bucket``: a chunk that is not full is cut to the
+    bucket of its frames), lane count and with or without probabilities;
     ``num_compilations`` counts them. ``timing`` summarises the model time of the last
     call (``agame_jax.timing``).
     """
@@ -56,6 +57,7 @@ class Segmenter:
         self._feedback = "fine" if single_object else "aggregated"
         self.variables = variables
         self._programs = {}                 # input shapes, with probs? → compiled program
+        self._state_shapes = {}             # (frame size, slots, lanes) → ObjectState shapes
         self._clock = ChunkClock()
 
     @classmethod
@@ -205,8 +207,10 @@ class Segmenter:
     def _zero_states(self, group, lanes: int):
         """Zero states for the first chunk of a frame size: only their shapes matter,
         every slot is started at its object's first frame (``recurrent.scan_frames``)."""
-        (size, slots) = group
-        shapes = state_shapes(self._model, self._variables, size, slots, lanes)
+        key = group + (lanes,)
+        if key not in self._state_shapes:         # tracing the model takes a while
+            self._state_shapes[key] = state_shapes(self._model, self._variables, *key)
+        shapes = self._state_shapes[key]
         return jax.tree_util.tree_map(
             lambda s: jax.device_put(np.zeros(s.shape, s.dtype), self._device), shapes)
 
@@ -215,7 +219,7 @@ class Segmenter:
         chunks, future, dispatched = pending
         labels, probs, ready = future.result()
         self._clock.finished(dispatched, ready, sum(len(c.frames) for c in chunks),
-                             len(chunks) * self._chunk_size)
+                             labels.shape[0] * labels.shape[1])
         yield from packing.unpack(chunks, labels, probs)
 
 

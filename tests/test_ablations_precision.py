@@ -89,33 +89,6 @@ def test_bfloat16_convolutions_keep_mixture_in_float32(tiny_model):
     assert (labels16 == labels32).mean() > 0.9
 
 
-def test_matmul_f32_out_rounds_only_the_cotangent():
-    """Forward: the plain bfloat16 product with float32 output. Backward: the cotangent
-    rounded to bfloat16, then products with float32 accumulation (float64 reference of
-    exactly that), never a float32 x bfloat16 product."""
-    from agame_jax.model.heads import matmul_f32_out
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((3, 40, 64)), jnp.bfloat16)
-    w = jnp.asarray(rng.standard_normal((64, 24)) / 8, jnp.bfloat16)
-    g = jnp.asarray(rng.standard_normal((3, 40, 24)), jnp.float32)
-    y = matmul_f32_out(x, w)
-    assert y.dtype == jnp.float32
-    np.testing.assert_array_equal(np.asarray(y), np.asarray(jnp.einsum(
-        "...c,cd->...d", x, w, preferred_element_type=jnp.float32)))
-    loss = lambda x, w: jnp.sum(matmul_f32_out(x, w) * g)
-    dx, dw = jax.grad(loss, argnums=(0, 1))(x, w)
-    assert dx.dtype == jnp.bfloat16 and dw.dtype == jnp.bfloat16
-    x64, w64 = np.asarray(x, np.float64), np.asarray(w, np.float64)
-    g64 = np.asarray(g.astype(jnp.bfloat16), np.float64)
-    for got, want in ((dx, g64 @ w64.T), (dw, np.einsum("bnc,bnd->cd", x64, g64))):
-        # Exact up to the final rounding to bfloat16 (a relative 2^-8).
-        np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=2 ** -8,
-                                   atol=1e-6 * np.abs(want).max())
-    dots = [e for e in jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(x, w).jaxpr.eqns
-            if e.primitive.name == "dot_general"]
-    assert dots and all(v.aval.dtype == jnp.bfloat16 for e in dots for v in e.invars)
-
-
 def test_sliced_conv_parts_sum_to_the_concatenated_conv():
     """``SlicedConv``'s parts (a 4-channel one elementwise in float32, a 6-channel one a
     bfloat16 convolution) plus the bias equal the convolution of the concatenation
@@ -145,36 +118,6 @@ def test_sliced_conv_parts_sum_to_the_concatenated_conv():
                                atol=0.05 * np.abs(terms[1]).max())   # bfloat16 inputs
     prims = {e.primitive.name for e in jax.make_jaxpr(lambda x: part(x, 0))(scores).eqns}
     assert "conv_general_dilated" not in prims and "dot_general" not in prims
-
-
-@pytest.mark.parametrize("k", [1, 3])
-def test_few_channel_conv_values_and_gradients_match_a_convolution(k):
-    """The elementwise few-channel convolution and its backward (for k > 1 a custom
-    one, two matrix products over the shifted copies) against ``lax.conv`` at full
-    precision, with two leading axes (objects under ``vmap`` in the model)."""
-    from agame_jax.model.heads import _few_channel_conv
-    rng = np.random.default_rng(k)
-    x = jnp.asarray(rng.standard_normal((2, 3, 6, 8, 4)), jnp.float32)
-    kernel = jnp.asarray(rng.standard_normal((k, k, 4, 5)), jnp.float32)
-    probe = jnp.asarray(rng.standard_normal((2, 3, 6, 8, 5)), jnp.float32)
-
-    def conv(x, kernel):
-        y = jax.lax.conv_general_dilated(
-            x.reshape(6, 6, 8, 4), kernel, (1, 1), "SAME",
-            dimension_numbers=("NHWC", "HWIO", "NHWC"), precision=jax.lax.Precision.HIGHEST)
-        return y.reshape(2, 3, 6, 8, 5)
-    loss = lambda f: lambda x, kernel: jnp.sum(jnp.tanh(f(x, kernel) / 4) * probe)
-    np.testing.assert_allclose(np.asarray(_few_channel_conv(x, kernel)),
-                               np.asarray(conv(x, kernel)), rtol=1e-5, atol=1e-5)
-    got = jax.grad(loss(_few_channel_conv), argnums=(0, 1))(x, kernel)
-    want = jax.grad(loss(conv), argnums=(0, 1))(x, kernel)
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5, atol=1e-5)
-    grad_jaxpr = jax.make_jaxpr(jax.grad(loss(_few_channel_conv), argnums=(0, 1)))(x, kernel)
-    names = [e.primitive.name for e in grad_jaxpr.eqns]
-    assert "conv_general_dilated" not in names
-    if k > 1:                       # two products, not a reduction per tap and channel
-        assert names.count("reduce_sum") <= 2 and names.count("dot_general") == 2
 
 
 def test_bf16_input_projection_matches_float64_values_and_gradients():

@@ -1,6 +1,9 @@
 """The benchmark scripts run (tiny settings, CPU) and print their tables."""
 import importlib.util
+import sys
 from pathlib import Path
+
+import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -64,6 +67,30 @@ def test_a_failing_flop_count_or_trace_leaves_the_row_its_speed(tmp_path, monkey
     assert err.count("failed and is left out: AttributeError: internals moved") == 2
     row = _table_row(out)
     assert row["TFLOP/s"] == "-" and row["MFU"] == "-" and float(row["snippets/s"]) > 0
+
+
+def test_cpu_vs_authors_prints_both_sides_and_the_ratios(tmp_path, capsys):
+    """Our side on a reduced model, the authors' side a stand-in printing their script's
+    JSON lines: the table pairs the rows and divides."""
+    fake = tmp_path / "authors_speed.py"
+    fake.write_text(
+        "import json\n"
+        "print(json.dumps({'side': 'authors', 'work': 'video', 'objects': 1, 'fps': 2.0}))\n"
+        "print(json.dumps({'side': 'authors', 'work': 'train', 'clips_per_s': 0.5}))\n")
+    (tmp_path / "tools").mkdir()
+    fake.rename(tmp_path / "tools" / "authors_speed.py")
+    _load("cpu_vs_authors").main([
+        "--tiny", "--authors-python", sys.executable, "--agame-root", str(tmp_path),
+        "--shared", str(tmp_path), "--objects", "1", "--frames", "1", "--height", "32",
+        "--width", "48", "--train-batch", "1", "--train-frames", "2", "--train-height", "32",
+        "--train-width", "32", "--repeats", "1"])
+    out = capsys.readouterr().out
+    video = next(line for line in out.splitlines() if line.strip().startswith("video, 1 obj"))
+    train = next(line for line in out.splitlines() if line.strip().startswith("train pass"))
+    _, _, theirs, ours, ratio = [c.strip() for c in video.split("|")]
+    assert theirs == "2" and float(ratio) == pytest.approx(float(ours) / 2, rel=1e-2)
+    _, _, theirs, ours, ratio = [c.strip() for c in train.split("|")]
+    assert theirs == "0.5" and float(ratio) == pytest.approx(float(ours) / 0.5, rel=1e-2)
 
 
 def test_gpu_script_is_valid_bash():

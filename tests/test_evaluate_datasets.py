@@ -112,9 +112,10 @@ def test_videos_spread_over_devices_or_lanes_give_the_same_results(tmp_path, ckp
         outs[name] = out
         timings[name] = json.loads((out / "timing.json").read_text())
     assert timings["2 devices"]["devices"] == 2 and timings["1 device"]["devices"] == 1
-    # 10 frames: 1 device streams them back to back into one 32-frame chunk (not 3);
-    # 2 lanes of 2 frames: a0-1 | b0-1, a2-3 | b2 c0, idle | c1-2: 3 chunks of 4 positions.
-    assert timings["1 device"]["computed_positions"] == 32
+    # 10 frames: 1 device streams them back to back into one chunk, cut from 32 to 12
+    # positions (a chunk per video would be 3); 2 lanes of 2 frames: a0-1 | b0-1,
+    # a2-3 | b2 c0, idle | c1-2: 3 chunks of 4 positions.
+    assert timings["1 device"]["computed_positions"] == 12
     assert timings["2 lanes"]["lanes"] == 2 and timings["2 lanes"]["computed_positions"] == 12
     assert timings["2 lanes"]["padding"] == pytest.approx(1 - 10 / 12)
     for seq in ("a", "b", "c"):

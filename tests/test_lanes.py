@@ -161,8 +161,9 @@ def test_stream_many_equals_each_video_alone(tiny_model):
             np.testing.assert_allclose(got[key][t][1], probs[t], atol=1e-5, err_msg=f"{key} {t}")
             np.testing.assert_array_equal(got[key][t][0], labels[t], err_msg=f"{key} {t}")
     # 25 frames in 5 chunks of 2 × 3: the 1-object video starts in lane 1 in the 4th chunk
-    # (3 slots, beside the end of "v3"); the 5th runs 1 slot (the states are cut to it).
-    assert seg.timing["computed_positions"] == 5 * 6 and seg.num_compilations == 2
+    # (3 slots, beside the end of "v3"); the 5th runs 1 slot (the states are cut to it)
+    # and, holding one frame a lane, is cut to 2 × 1 positions.
+    assert seg.timing["computed_positions"] == 4 * 6 + 2 and seg.num_compilations == 2
     # The other way round in one lane: the 1-object video, then a 3-object one joining in
     # its last chunk (the states are extended to 3 slots); no new program.
     compiled = one.num_compilations
@@ -178,8 +179,9 @@ def test_streaming_back_to_back_computes_the_frames_not_whole_chunks(tiny_model)
               enumerate(_videos(np.random.default_rng(1), [5, 5, 5]))]
     seg = Segmenter(cfg, variables, chunk_size=4)
     assert sum(1 for _ in seg.stream_many(videos)) == 15
-    # 15 frames in 4 chunks of 4 (16 positions), not 3 × 8 = 24 with a chunk per video.
-    assert seg.timing["computed_positions"] == 16 and seg.num_compilations == 1
+    # 15 frames in chunks of 4, 4, 4 and 3 (the last cut to its frames), not 3 × 8 = 24
+    # positions with a chunk per video.
+    assert seg.timing["computed_positions"] == 15 and seg.num_compilations == 2
 
 
 def test_validator_streams_its_videos_and_scores_as_one_by_one(tiny_model):
@@ -209,10 +211,11 @@ def test_validator_streams_its_videos_and_scores_as_one_by_one(tiny_model):
     assert scores["J"] == pytest.approx(np.nanmean(j), abs=1e-6)
     assert scores["F"] == pytest.approx(np.nanmean(f), abs=1e-6)
     assert [p[0] for p in pictures] == ["v0", "v1"]
-    # 18 frames back to back in 5 chunks of 4 (v2, v0 with 3 slots, then v3, v1 with 2; the
-    # 3rd chunk holds the end of v0 and the start of v3): two programs.
+    # 18 frames back to back in chunks of 4 (v2, v0 with 3 slots, then v3, v1 with 2; the
+    # 3rd chunk holds the end of v0 and the start of v3), the last cut to v1's last 2
+    # frames: 18 positions, with the programs of the first validation.
     validator(variables)
-    assert seg.timing["computed_positions"] == 5 * 4 and seg.num_compilations == 2
+    assert seg.timing["computed_positions"] == 18 and seg.timing["compilations"] == 0
 
 
 def test_chunk_frames_reuse_two_host_buffers_and_clear_unused_positions():

@@ -5,7 +5,7 @@ import pytest
 
 from agame_jax import Segmenter
 from agame_jax.model.agame import AGame
-from agame_jax.lanes import object_bucket, padding_ltrb
+from agame_jax.lanes import bucket, padding_ltrb
 
 from reference import aggregate_reference, pool16
 
@@ -96,7 +96,8 @@ def test_chunks_carry_the_state(tiny):
     seg = Segmenter(cfg, variables, chunk_size=3)
     chunked = seg(frames, masks)[1]
     np.testing.assert_allclose(chunked, whole, atol=1e-5)
-    assert seg.num_compilations == 1     # one program: first, later and the last, short chunk
+    # Chunks of 3, 3 and 1 frames: the full chunks' program and the last one's.
+    assert seg.num_compilations == 2 and seg.timing["computed_positions"] == 7
 
 
 def test_single_object_mode_and_no_objects(tiny):
@@ -122,10 +123,10 @@ def test_bad_inputs_are_clear_errors(tiny):
 
 
 def test_object_buckets_change_nothing_but_the_compile_count(tiny):
-    """Five objects run in a program of 6 slots (``object_bucket``): the unused slot takes
+    """Five objects run in a program of 6 slots (``lanes.bucket``): the unused slot takes
     no part, the result is the reference loop's; a sixth (late) object fills the bucket
     without a new program."""
-    assert [object_bucket(n) for n in range(1, 14)] == [1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12,
+    assert [bucket(n) for n in range(1, 14)] == [1, 2, 3, 4, 6, 6, 8, 8, 12, 12, 12,
                                                         12, 16]
     cfg, variables = tiny
     frames, masks = _video(np.random.default_rng(4), t_len=4)

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from agame_jax.config import ModelConfig
+from agame_jax.model.conv import conv2d
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -106,10 +107,7 @@ class Conv(nn.Module):
                             (k, k, x.shape[-1], self.features), self.param_dtype)
         if affine is not None:
             kernel = kernel.astype(jnp.float32) * affine[0]
-        pad = d * (k // 2)
-        y = jax.lax.conv_general_dilated(
-            x.astype(self.dtype), kernel.astype(self.dtype), (s, s), [(pad, pad), (pad, pad)],
-            rhs_dilation=(d, d), dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), s, d)
         return y if affine is None else y + affine[1].astype(self.dtype)
 
 

@@ -16,105 +16,12 @@ import jax
 import jax.numpy as jnp
 
 from agame_jax.config import ModelConfig
+from agame_jax.model.conv import Conv, conv2d, few_channel_conv, matmul_f32_out
 from agame_jax.model.resize import upsample_bilinear
 
 
-def _conv(cfg: ModelConfig, features: int, kernel: int, dilation: int = 1):
-    """``nn.Conv`` with bias and "same" zero padding."""
-    pad = dilation * (kernel // 2)
-    return nn.Conv(features, (kernel, kernel), padding=[(pad, pad), (pad, pad)],
-                   kernel_dilation=(dilation, dilation), dtype=cfg.dtype,
-                   param_dtype=cfg.param_dtype)
-
-
-def shifted_taps(x: jax.Array, k: int) -> list[jax.Array]:
-    """The k² shifts of ``x [..., h, w, c]`` that a "same" k×k convolution reads
-    (zero-padded), each ``[..., h, w, c]``, in (row, column) tap order: the order of an
-    HWIO kernel's taps."""
-    h, w = x.shape[-3:-1]
-    pad = k // 2
-    xp = jnp.pad(x, [(0, 0)] * (x.ndim - 3) + [(pad, pad), (pad, pad), (0, 0)])
-    return [xp[..., a: a + h, b: b + w, :] for a in range(k) for b in range(k)]
-
-
-@jax.custom_vjp
-def matmul_f32_out(x: jax.Array, w: jax.Array) -> jax.Array:
-    """``x [..., C] @ w [C, D] -> [..., D]`` float32, with ``x`` and ``w`` in one low
-    precision (bfloat16), whose backward pass also runs in that precision.
-
-    The forward product accumulates and returns float32 (so terms computed apart sum
-    without rounding). Its cotangent is float32 too, and JAX's own transpose would
-    multiply it, as float32, with the bfloat16 operand: a float32 product, off the
-    bfloat16 tensor cores on GPUs. Here the cotangent is rounded to ``x``'s
-    dtype first, as it is for every bfloat16 convolution (whose outputs are bfloat16).
-    """
-    return jnp.einsum("...c,cd->...d", x, w, preferred_element_type=jnp.float32)
-
-
-def _matmul_f32_out_fwd(x, w):
-    return matmul_f32_out(x, w), (x, w)
-
-
-def _matmul_f32_out_bwd(residuals, g):
-    x, w = residuals
-    g = g.astype(x.dtype)
-    dx = jnp.einsum("...d,cd->...c", g, w, preferred_element_type=jnp.float32)
-    dw = jnp.einsum("nc,nd->cd", x.reshape(-1, x.shape[-1]), g.reshape(-1, g.shape[-1]),
-                    preferred_element_type=jnp.float32)
-    return dx.astype(x.dtype), dw.astype(w.dtype)
-
-
-matmul_f32_out.defvjp(_matmul_f32_out_fwd, _matmul_f32_out_bwd)
-
-
-def _few_channel_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """"Same" k×k convolution of ``x [..., h, w, c]`` (c ≤ 4: soft segmentations,
-    appearance scores) with ``kernel [k, k, c, D]`` as k²·c shifted elementwise products
-    in float32 → ``[..., h, w, D]`` float32.
-
-    A convolution with so few input channels does little arithmetic, but as a library
-    call in float32 (GPUs: CUDA cores, NCHW layout) it costs a kernel launch and layout
-    transposes of its D-channel output; elementwise, it fuses with what reads it. For
-    k > 1 the backward pass is two matrix products over the k²·c shifted copies (not
-    k²·c separate reductions over the D-channel cotangent, which is what
-    differentiating the elementwise sum would give); for 1×1 kernels those are c ≤ 4."""
-    x, kernel = x.astype(jnp.float32), kernel.astype(jnp.float32)
-    if kernel.shape[0] == 1:
-        return sum(x[..., i:i + 1] * kernel[0, 0, i] for i in range(x.shape[-1]))
-    return _shifted_products(x, kernel)
-
-
-@jax.custom_vjp
-def _shifted_products(x, kernel):
-    k, c = kernel.shape[0], x.shape[-1]
-    taps = kernel.reshape(k * k, c, -1)
-    return sum(shift[..., i:i + 1] * taps[t, i]
-               for t, shift in enumerate(shifted_taps(x, k)) for i in range(c))
-
-
-def _shifted_products_fwd(x, kernel):
-    return _shifted_products(x, kernel), (x, kernel)
-
-
-def _shifted_products_bwd(residuals, g):
-    x, kernel = residuals
-    k, c, d = kernel.shape[0], x.shape[-1], kernel.shape[-1]
-    hi = jax.lax.Precision.HIGHEST
-    patches = jnp.concatenate(shifted_taps(x, k), axis=-1)       # [..., h, w, k²c]
-    flat = lambda a: a.reshape(-1, a.shape[-1])
-    d_kernel = jnp.einsum("np,nd->pd", flat(patches), flat(g), precision=hi)
-    d_patches = jnp.einsum("...d,pd->...p", g, kernel.reshape(k * k * c, d), precision=hi)
-    # Each tap's gradient goes back to where its shift read from (the transposed shift).
-    h, w = x.shape[-3:-1]
-    pad = k // 2
-    lead = [(0, 0)] * (x.ndim - 3)
-    d_padded = sum(jnp.pad(d_patches[..., t * c:(t + 1) * c],
-                           lead + [(a, 2 * pad - a), (b, 2 * pad - b), (0, 0)])
-                   for t, (a, b) in enumerate((a, b) for a in range(k) for b in range(k)))
-    return d_padded[..., pad:pad + h, pad:pad + w, :], d_kernel.reshape(kernel.shape)
-
-
-_shifted_products.defvjp(_shifted_products_fwd, _shifted_products_bwd)
+def _conv(cfg: ModelConfig, features: int, kernel: int, dilation: int = 1) -> Conv:
+    return Conv(features, kernel, dilation, dtype=cfg.dtype, param_dtype=cfg.param_dtype)
 
 
 class SlicedConv(nn.Module):
@@ -145,10 +52,10 @@ class SlicedConv(nn.Module):
         """``x [..., h, w, c]`` with kernel input channels ``start:start+c`` →
         ``[..., h, w, C_out]`` float32. ``exact``: float32 at full precision (otherwise
         the module's ``dtype``); a part of at most 4 channels is always computed in
-        float32, elementwise (``_few_channel_conv``)."""
+        float32, elementwise (``conv.few_channel_conv``)."""
         w = self.kernel[:, :, start:start + x.shape[-1]]
         if x.shape[-1] <= 4:
-            return _few_channel_conv(x, w)
+            return few_channel_conv(x, w)
         dtype = jnp.dtype(jnp.float32 if exact else self.dtype)
         precision = jax.lax.Precision.HIGHEST if exact else None
         if self.kernel_size == 1:
@@ -157,13 +64,8 @@ class SlicedConv(nn.Module):
                 return matmul_f32_out(x.astype(dtype), w[0, 0].astype(dtype))
             return jnp.einsum("...c,cd->...d", x.astype(dtype), w[0, 0].astype(dtype),
                               precision=precision, preferred_element_type=jnp.float32)
-        lead = x.shape[:-3]
-        pad = self.kernel_size // 2
-        y = jax.lax.conv_general_dilated(
-            x.astype(dtype).reshape((-1,) + x.shape[-3:]), w.astype(dtype), (1, 1),
-            [(pad, pad), (pad, pad)], dimension_numbers=("NHWC", "HWIO", "NHWC"),
-            precision=precision)
-        return y.reshape(lead + y.shape[1:]).astype(jnp.float32)
+        return conv2d(x.astype(dtype), w.astype(dtype), precision=precision).astype(
+            jnp.float32)
 
     def bias_term(self) -> jax.Array:
         return self.bias.astype(jnp.float32)

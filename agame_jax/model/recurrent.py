@@ -107,26 +107,43 @@ def frame_step(model: AGame, variables, states: ObjectState, feats_t: Features, 
       ``coarse_logits [O, h, w, 2]``, ``fine_logits [O, H, W, 2]``, ``app_scores
       [O, h, w, K]``. Inactive objects have zero probability and an unchanged state.
     """
-    # Objects that start late and frame 0 are handled with selects, not ``lax.cond``:
-    # a conditional inside the frame loop makes a GPU runtime copy its predicate to the
-    # host and wait, every frame.
     active = None
     if starts is not None:
         states = _select(starts.first_frame == t, fresh, states)
         active = starts.first_frame <= t
-    predict = lambda s: model.apply(variables, s, feats_t, method=AGame.predict_object)
-    coarse, fine, scores = jax.vmap(predict)(states)
-    q = aggregate(jax.nn.softmax(fine, axis=-1)[..., 1], active, model.config.prob_clamp)
-    seg = _feedback(feedback, coarse, fine, q)
-    update = lambda s, y: model.apply(variables, s, feats_t, y, method=AGame.update_object)
-    updated = jax.vmap(update)(states, seg)
-    outputs = {"probs": q, "coarse_logits": coarse, "fine_logits": fine, "app_scores": scores}
-    outputs = {k: outputs[k] for k in keep}
+
+    def predicted(states):
+        predict = lambda s: model.apply(variables, s, feats_t, method=AGame.predict_object)
+        coarse, fine, scores = jax.vmap(predict)(states)
+        q = aggregate(jax.nn.softmax(fine, axis=-1)[..., 1], active, model.config.prob_clamp)
+        seg = _feedback(feedback, coarse, fine, q)
+        update = lambda s, y: model.apply(variables, s, feats_t, y, method=AGame.update_object)
+        outputs = {"probs": q, "coarse_logits": coarse, "fine_logits": fine,
+                   "app_scores": scores}
+        return jax.vmap(update)(states, seg), {k: outputs[k] for k in keep}
+
     if starts is None:
-        return updated, outputs
-    updated = _select(active & (t > 0), updated, states)
-    outputs = jax.tree_util.tree_map(lambda a: jnp.where(t > 0, a, jnp.zeros_like(a)), outputs)
-    return updated, outputs
+        return predicted(states)
+
+    def given(states):              # frame 0 or no frame: nothing to predict
+        shapes = jax.eval_shape(predicted, states)[1]
+        return states, jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    if jax.default_backend() == "cpu":
+        # On a CPU a conditional skips the heads where nothing is predicted. Elsewhere
+        # selects do it: a conditional in the frame loop makes a GPU runtime copy its
+        # predicate to the host and wait, every frame.
+        return jax.lax.cond(t > 0, lambda s: _predicted_where_active(predicted, active, s),
+                            given, states)
+    updated, outputs = _predicted_where_active(predicted, active, states)
+    return (_select(jnp.broadcast_to(t > 0, active.shape), updated, states),
+            jax.tree_util.tree_map(lambda a: jnp.where(t > 0, a, jnp.zeros_like(a)), outputs))
+
+
+def _predicted_where_active(predicted, active, states):
+    """``predicted(states)`` with the states of inactive objects left as they were."""
+    updated, outputs = predicted(states)
+    return _select(active, updated, states), outputs
 
 
 def scan_frames(model: AGame, variables, states: ObjectState, feats: Features,
