@@ -3,10 +3,10 @@
 ``conv2d`` is every k×k convolution of the network (zero padding ``dilation·(k // 2)``,
 so stride 1 keeps the size). Where XLA:CPU leaves its fast library kernels, the CPU
 computes the same values another way (docs/performance.md): a 1×1 convolution as a
-matrix product, and the gradients of a k×k one as a matrix product over its shifted
-inputs (the weights) and the same convolution of the cotangent with the flipped kernel
-(the input), instead of the grouped and dilated convolutions that differentiating it
-inside a vmapped loop gives. Other devices run the plain convolution.
+matrix product, and the gradients of a k×k one as matrix products of its shifted inputs
+with the cotangent (the weights) and the same convolution of the cotangent with the
+flipped kernel (the input), instead of the grouped and dilated convolutions that
+differentiating it inside a vmapped loop gives. Other devices run the plain convolution.
 
 ``few_channel_conv`` (inputs of at most 4 channels) and ``matmul_f32_out`` (bfloat16
 products with a float32 result) keep float32 parts out of library calls.
@@ -71,10 +71,12 @@ def _conv_cpu_bwd(dilation, precision, residuals, g):
     # y[p] = Σ_a x[p + d(a − k//2)] W[a], so dx[q] = Σ_a g[q − d(a − k//2)] W[a]: the same
     # convolution of g with the kernel flipped in space and its channels swapped.
     dx = _library_conv(g, jnp.flip(kernel, (0, 1)).swapaxes(2, 3), 1, dilation, precision)
-    patches = jnp.concatenate(shifted_taps(x, k, dilation), axis=-1)      # [..., h, w, k²C]
+    # dW[tap] = Σ shift_tap(x)ᵀ g: one product per tap (cheaper than one product over the
+    # concatenated shifts, whose copy costs as much as the product).
     flat = lambda a: a.reshape(-1, a.shape[-1])
-    dk = jnp.einsum("np,nd->pd", flat(patches), flat(g), precision=precision,
-                    preferred_element_type=jnp.float32)
+    dk = jnp.stack([jnp.einsum("nc,nd->cd", flat(tap), flat(g), precision=precision,
+                               preferred_element_type=jnp.float32)
+                    for tap in shifted_taps(x, k, dilation)])
     return dx, dk.reshape(kernel.shape).astype(kernel.dtype)
 
 
