@@ -3,8 +3,9 @@
 One call takes ``V`` lanes of ``T`` positions (``agame_jax.lanes.ChunkInputs``, packed
 on the host) with the object states carried from the previous chunk, and runs every
 lane's frames through the model: reflect padding to a multiple of 16, the backbone and
-the object-independent terms on all frames in one batch, ``recurrent.scan_frames`` per
-lane, cropping back, and the label maps in the videos' own object ids. Padding, cropping
+the object-independent terms on all frames (in one batch; on a CPU frame by frame),
+``recurrent.scan_frames`` per lane, cropping back, and the label maps in the videos' own
+object ids. Padding, cropping
 and the id lookup run here, so the host copies frames in and one byte a pixel out.
 """
 from __future__ import annotations
