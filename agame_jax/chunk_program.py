@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from agame_jax.lanes import ChunkInputs, padding_ltrb
 from agame_jax.model import recurrent
-from agame_jax.model.agame import STRIDE, AGame, ObjectState
+from agame_jax.model.agame import STRIDE, AGame, ObjectState, fold_backbone_batchnorm
 
 
 def run_chunk(model: AGame, feedback: str, variables, states: ObjectState,
@@ -72,7 +72,9 @@ def encode(model: AGame, variables, frames: jax.Array, frame_index: jax.Array):
     # padding (docs/performance.md); accelerators want the batch, and a conditional
     # there waits for the host.
     lead = frames.shape[:2]
-    one = lambda frame: model.apply(variables, frame[None, None], method=AGame.encode)
+    folded = fold_backbone_batchnorm(variables, model.config)     # once, not per frame
+    one = lambda frame: model.apply(folded, frame[None, None], folded=True,
+                                    method=AGame.encode)
     zeros = lambda frame: jax.tree_util.tree_map(
         lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(one, frame))
     feats = jax.lax.map(lambda x: jax.lax.cond(x[1] >= 0, one, zeros, x[0]),

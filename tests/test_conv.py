@@ -17,15 +17,16 @@ def _plain(x, kernel, stride=1, dilation=1):
     return y.reshape(x.shape[:-3] + y.shape[1:])
 
 
-@pytest.mark.parametrize("k,stride,dilation", [(1, 1, 1), (1, 2, 1), (3, 1, 1), (3, 1, 3),
-                                               (7, 2, 1)])
-def test_conv2d_values_and_gradients_match_the_plain_convolution(k, stride, dilation):
-    """``conv2d`` (on this CPU: 1×1 as a product, k×k with the custom gradients) equals
-    ``lax.conv`` in values and gradients, also vmapped over objects inside a scan over
-    frames with a kernel shared by all (as the heads run in training)."""
+@pytest.mark.parametrize("k,stride,dilation,out", [(1, 1, 1, 6), (1, 2, 1, 6), (3, 1, 1, 6),
+                                                   (3, 1, 3, 6), (3, 1, 2, 2), (7, 2, 1, 6)])
+def test_conv2d_values_and_gradients_match_the_plain_convolution(k, stride, dilation, out):
+    """``conv2d`` (on this CPU: 1×1 as a product, k×k with the custom gradients, whose
+    weight gradient shifts the input or, with fewer output channels, the cotangent)
+    equals ``lax.conv`` in values and gradients, also vmapped over objects inside a scan
+    over frames with a kernel shared by all (as the heads run in training)."""
     rng = np.random.default_rng(k + 10 * dilation + 100 * stride)
     x = jnp.asarray(rng.standard_normal((3, 2, 9, 11, 5)), jnp.float32)     # [T, O, h, w, C]
-    kernel = jnp.asarray(rng.standard_normal((k, k, 5, 6)) / k, jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((k, k, 5, out)) / k, jnp.float32)
     probe = jnp.asarray(rng.standard_normal(_plain(x[0], kernel, stride, dilation).shape),
                         jnp.float32)
     hi = jax.lax.Precision.HIGHEST
@@ -130,8 +131,11 @@ def test_cpu_and_accelerator_forms_compute_the_same(tiny_model, monkeypatch):
 
         def loss(trainable):
             v = {"params": merge_params(trainable, frozen), "batch_stats": variables["batch_stats"]}
-            return clip_loss(AGame(cfg), v, jnp.asarray(clips), jnp.asarray(labels))[0]["loss"]
-        return out, conditionals, jax.jit(jax.value_and_grad(loss))(trainable)
+            losses, stats = clip_loss(AGame(cfg), v, jnp.asarray(clips), jnp.asarray(labels),
+                                      train=True)
+            return losses["loss"], stats
+        (value, stats), grads = jax.jit(jax.value_and_grad(loss, has_aux=True))(trainable)
+        return out, conditionals, (value, (grads, stats))
 
     primitives = lambda: {e.primitive.name for e in jax.make_jaxpr(lambda x, k: conv2d(x, k))(
         jnp.ones((1, 4, 4, 3)), jnp.ones((1, 1, 3, 2))).eqns}
@@ -145,6 +149,31 @@ def test_cpu_and_accelerator_forms_compute_the_same(tiny_model, monkeypatch):
     for key, p in cpu_probs.items():
         np.testing.assert_allclose(gpu_probs[key], p, atol=1e-5, err_msg=str(key))
     np.testing.assert_allclose(float(gpu_loss), float(cpu_loss), rtol=1e-5)
+    # Gradients, and layer4's running statistics (updated frame by frame on both).
     for g, c in zip(jax.tree_util.tree_leaves(gpu_grads), jax.tree_util.tree_leaves(cpu_grads)):
         np.testing.assert_allclose(np.asarray(g), np.asarray(c), rtol=1e-3,
                                    atol=1e-5 * (np.abs(np.asarray(c)).max() + 1e-12))
+
+
+def test_folded_batchnorm_gives_the_same_backbone(tiny_model):
+    """``fold_backbone_batchnorm`` once, then ``folded=True``: the same maps as the
+    backbone folding its (non-trivial) inference statistics itself, below layer4 and
+    through ``encode``."""
+    from agame_jax.model.agame import AGame, fold_backbone_batchnorm
+    cfg, variables = tiny_model
+    rng = np.random.default_rng(3)
+    stats = jax.tree_util.tree_map(
+        lambda a: jnp.asarray(rng.uniform(0.5, 1.5, a.shape), a.dtype), variables["batch_stats"])
+    variables = {**variables, "batch_stats": stats}
+    frames = jnp.asarray(rng.integers(0, 256, (1, 2, 32, 48, 3)), jnp.uint8)
+    model = AGame(cfg)
+    folded = fold_backbone_batchnorm(variables, cfg)
+    for method in (AGame.below_layer4, AGame.encode):
+        want = model.apply(variables, frames, method=method)
+        got = model.apply(folded, frames, folded=True, method=method)
+        for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+            np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5,
+                                       atol=1e-5 * float(jnp.abs(w).max()))
+    with pytest.raises(ValueError, match="cannot be folded"):
+        model.apply(folded, frames, train=True, folded=True, method=AGame.encode,
+                    mutable=["batch_stats"])

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from agame_jax import gmm
 from agame_jax.config import ModelConfig
 from agame_jax.model.appearance import AppearanceModule
-from agame_jax.model.backbone import ResNetOS16, normalize_frames
+from agame_jax.model.backbone import ResNetOS16, fold_batchnorm, normalize_frames
 from agame_jax.model.heads import Fusion, MaskPropagation, Upsampler
 from agame_jax.model.resize import avg_pool
 
@@ -60,6 +60,16 @@ class ObjectState:
     prev_seg: jax.Array
 
 
+def fold_backbone_batchnorm(variables: dict, config: ModelConfig) -> dict:
+    """``variables`` whose backbone BatchNorms are folded into their convolutions
+    (``backbone.fold_batchnorm``), for ``AGame.below_layer4`` and ``AGame.encode``
+    with ``folded=True``."""
+    params = dict(variables["params"])
+    params["backbone"] = fold_batchnorm(params["backbone"], variables["batch_stats"]["backbone"],
+                                        config.bn_eps)
+    return {**variables, "params": params}
+
+
 def pool_labels(object_masks: jax.Array) -> jax.Array:
     """Binary/soft object masks ``[..., H, W]`` → stride-16 soft labels ``[..., h, w, 2]``.
 
@@ -94,13 +104,25 @@ class AGame(nn.Module):
         self.fusion = Fusion(cfg)
         self.upsampler = Upsampler(cfg)
 
-    def encode(self, frames: jax.Array, train: bool = False) -> Features:
-        """uint8 RGB clips ``[B, T, H, W, 3]`` → ``Features`` with leading ``[B, T]``."""
+    def below_layer4(self, frames: jax.Array, folded: bool = False) -> dict[str, jax.Array]:
+        """The backbone's stem..layer3 on uint8 RGB ``frames [..., H, W, 3]`` (the part that
+        is the same in training and inference): ``s4``, ``s8`` and ``layer3`` maps.
+        ``folded``: ``variables`` from ``fold_backbone_batchnorm``."""
         h, w = frames.shape[-3:-1]
         if h % STRIDE or w % STRIDE:
             raise ValueError(f"frame size {h}x{w} is not a multiple of {STRIDE}; pad first")
+        return self.backbone.below_layer4(normalize_frames(frames), folded)
+
+    def encode(self, frames: jax.Array, train: bool = False,
+               below_layer4: dict[str, jax.Array] | None = None,
+               folded: bool = False) -> Features:
+        """uint8 RGB clips ``[B, T, H, W, 3]`` → ``Features`` with leading ``[B, T]``.
+        ``below_layer4``: ``AGame.below_layer4(frames)`` when it was computed apart;
+        ``folded``: ``variables`` from ``fold_backbone_batchnorm`` (not in training)."""
         cfg = self.config
-        f = self.backbone(normalize_frames(frames), train=train)
+        trunk = self.below_layer4(frames, folded) if below_layer4 is None else below_layer4
+        f = {"s4": trunk["s4"], "s8": trunk["s8"],
+             "s16": self.backbone.layer4(trunk["layer3"], train, folded)}
         app = None if cfg.no_appearance else self.appearance.project(f["s16"])
         prop = None if cfg.no_mask_propagation else self.mask_prop.current(f["s16"])
         skip8, skip4 = self.upsampler.project(f["s8"], f["s4"])

@@ -123,8 +123,8 @@ class Bottleneck(nn.Module):
     config: ModelConfig = ModelConfig()
 
     @nn.compact
-    def __call__(self, x: jax.Array, clip_shape: tuple[int, int],
-                 use_batch_stats: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, clip_shape: tuple[int, int] | None,
+                 use_batch_stats: bool, folded: bool = False) -> jax.Array:
         cfg = self.config.resolved()
 
         def conv_bn(x, feats, k, s, d, name, bn_name):
@@ -133,6 +133,8 @@ class Bottleneck(nn.Module):
                                 cfg.param_dtype, name=bn_name)
             if use_batch_stats:
                 return bn(conv(x), clip_shape, True)
+            if folded:
+                return conv(x) + bn.bias.astype(cfg.dtype)
             return conv(x, bn.affine())
 
         out = nn.relu(conv_bn(x, self.width, 1, 1, 1, "conv1", "bn1"))
@@ -151,38 +153,100 @@ class ResNetOS16(nn.Module):
     ``s4`` (layer1, ``[B, T, H/4, W/4, 4w]``), ``s8`` (layer2, ``[…, H/8, W/8, 8w]``) and
     ``s16`` (layer4, ``[…, H/16, W/16, 32w]``) for stem width ``w`` (64 in ResNet-101).
     Stem..layer3 always use running BatchNorm statistics; layer4 uses per-frame batch
-    statistics when ``train`` is true.
+    statistics when ``train`` is true. ``below_layer4`` and ``layer4`` are its two halves
+    (``__call__`` is one after the other): the first never depends on ``train``, so it
+    can run on the frames in any grouping.
     """
 
     config: ModelConfig = ModelConfig()
 
-    @nn.compact
-    def __call__(self, frames: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+    # (stride, dilation of the first block, dilation of the others) per stage.
+    PLAN = ((1, 1, 1), (2, 1, 1), (2, 1, 1), (1, 1, 2))
+
+    def setup(self):
         cfg = self.config.resolved()
-        b, t, h, w, _ = frames.shape
-        clip = (b, t)
-        x = frames.reshape(b * t, h, w, 3).astype(cfg.dtype)
         width = cfg.backbone_width
-        stem_bn = FrameBatchNorm(width, cfg.bn_momentum, cfg.bn_eps, cfg.dtype,
-                                 cfg.param_dtype, name="bn1")
-        x = nn.relu(Conv(width, 7, 2, 1, cfg.dtype, cfg.param_dtype,
-                         name="conv1")(x, stem_bn.affine()))
+        self.bn1 = FrameBatchNorm(width, cfg.bn_momentum, cfg.bn_eps, cfg.dtype,
+                                  cfg.param_dtype)
+        self.conv1 = Conv(width, 7, 2, 1, cfg.dtype, cfg.param_dtype)
+        names = []
+        for stage, (n_blocks, (stride, first_dil, rest_dil)) in enumerate(
+                zip(cfg.backbone_blocks, self.PLAN), start=1):
+            names.append(tuple(f"layer{stage}_{j}" for j in range(n_blocks)))
+            for j, name in enumerate(names[-1]):
+                setattr(self, name, Bottleneck(
+                    width * 2 ** (stage - 1), stride=stride if j == 0 else 1,
+                    dilation=first_dil if j == 0 else rest_dil, downsample=j == 0, config=cfg))
+        self.block_names = tuple(names)
+
+    def __call__(self, frames: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+        out = self.below_layer4(frames)
+        return {"s4": out["s4"], "s8": out["s8"], "s16": self.layer4(out["layer3"], train)}
+
+    def below_layer4(self, frames: jax.Array, folded: bool = False) -> dict[str, jax.Array]:
+        """Stem..layer3 of ``frames [..., H, W, 3]`` → ``s4``, ``s8`` as in ``__call__`` and
+        ``layer3`` (layer3's map, ``[..., H/16, W/16, 16w]``: layer4's input).
+        ``folded``: the variables come from ``fold_batchnorm`` (its BatchNorms are in the
+        kernels already)."""
+        cfg = self.config.resolved()
+        lead, (h, w) = frames.shape[:-3], frames.shape[-3:-1]
+        x = frames.reshape(-1, h, w, 3).astype(cfg.dtype)
+        if folded:
+            x = nn.relu(self.conv1(x) + self.bn1.bias.astype(cfg.dtype))
+        else:
+            x = nn.relu(self.conv1(x, self.bn1.affine()))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=[(1, 1), (1, 1)])
         outputs = {}
-        # (stride, dilation of the first block, dilation of the others) per stage.
-        plan = [(1, 1, 1), (2, 1, 1), (2, 1, 1), (1, 1, 2)]
-        for stage, (n_blocks, (stride, first_dil, rest_dil)) in enumerate(
-                zip(cfg.backbone_blocks, plan), start=1):
-            trainable = stage == 4
-            if trainable and cfg.freeze_below_layer4:
+        for stage, names in enumerate(self.block_names[:3], start=1):
+            for name in names:
+                x = getattr(self, name)(x, None, use_batch_stats=False, folded=folded)
+            if cfg.freeze_below_layer4:
                 # Nothing below layer4 is trained: never build that backward pass.
                 x = jax.lax.stop_gradient(x)
-            for j in range(n_blocks):
-                x = Bottleneck(width * 2 ** (stage - 1), stride=stride if j == 0 else 1,
-                               dilation=first_dil if j == 0 else rest_dil,
-                               downsample=j == 0, config=cfg, name=f"layer{stage}_{j}")(
-                    x, clip, use_batch_stats=train and trainable)
-            if stage in (1, 2, 4):
-                out = x if trainable or not cfg.freeze_below_layer4 else jax.lax.stop_gradient(x)
-                outputs[{1: "s4", 2: "s8", 4: "s16"}[stage]] = out.reshape(b, t, *x.shape[1:])
+            outputs[{1: "s4", 2: "s8", 3: "layer3"}[stage]] = x.reshape(lead + x.shape[1:])
         return outputs
+
+    def layer4(self, x: jax.Array, train: bool = False, folded: bool = False) -> jax.Array:
+        """layer3's map ``[B, T, h, w, 16w]`` → layer4's ``[B, T, h, w, 32w]`` (``s16``);
+        with ``train``, per-frame batch statistics over the B clips; ``folded`` (not in
+        training) as in ``below_layer4``."""
+        if train and folded:
+            raise ValueError("layer4 trains with batch statistics: its BatchNorms cannot be folded")
+        b, t = x.shape[:2]
+        x = x.reshape((b * t,) + x.shape[2:])
+        for name in self.block_names[3]:
+            x = getattr(self, name)(x, (b, t), use_batch_stats=train, folded=folded)
+        return x.reshape((b, t) + x.shape[1:])
+
+
+_CONV_BN = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"),
+            ("downsample_conv", "downsample_bn"))
+
+
+def fold_batchnorm(params: dict, batch_stats: dict, epsilon: float) -> dict:
+    """The backbone's ``params`` (its subtree) with every BatchNorm folded into the
+    convolution before it: kernel ← kernel · multiplier and the BatchNorm's ``bias`` ←
+    shift (``FrameBatchNorm.affine``), for ``below_layer4`` and ``layer4`` with
+    ``folded=True`` (inference-mode statistics).
+
+    Unfolded, the backbone folds them itself on every call; a loop over frames that calls it
+    would redo that work (a pass over all the weights) every frame, because XLA does not
+    move a computation that grows in size (here a broadcast to the kernel's shape) out
+    of a loop. Folding once before the loop gives the same values."""
+    def fold(conv, bn, stats):
+        mul = jax.lax.rsqrt(stats["var"] + epsilon) * bn["scale"].astype(jnp.float32)
+        kernel = (conv["kernel"].astype(jnp.float32) * mul).astype(conv["kernel"].dtype)
+        shift = bn["bias"].astype(jnp.float32) - stats["mean"] * mul
+        return {**conv, "kernel": kernel}, {**bn, "bias": shift.astype(bn["bias"].dtype)}
+
+    out = dict(params)
+    out["conv1"], out["bn1"] = fold(params["conv1"], params["bn1"], batch_stats["bn1"])
+    for name, block in params.items():
+        if name.startswith("layer"):
+            block = dict(block)
+            for conv, bn in _CONV_BN:
+                if conv in block:
+                    block[conv], block[bn] = fold(block[conv], block[bn],
+                                                  batch_stats[name][bn])
+            out[name] = block
+    return out

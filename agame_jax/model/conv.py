@@ -68,15 +68,19 @@ def _conv_cpu_bwd(dilation, precision, residuals, g):
     x, kernel = residuals
     k = kernel.shape[0]
     g = g.astype(x.dtype)
+    x, g = jax.lax.optimization_barrier((x, g))
     # y[p] = Σ_a x[p + d(a − k//2)] W[a], so dx[q] = Σ_a g[q − d(a − k//2)] W[a]: the same
     # convolution of g with the kernel flipped in space and its channels swapped.
     dx = _library_conv(g, jnp.flip(kernel, (0, 1)).swapaxes(2, 3), 1, dilation, precision)
     # dW[tap] = Σ shift_tap(x)ᵀ g: one product per tap (cheaper than one product over the
     # concatenated shifts, whose copy costs as much as the product).
     flat = lambda a: a.reshape(-1, a.shape[-1])
-    dk = jnp.stack([jnp.einsum("nc,nd->cd", flat(tap), flat(g), precision=precision,
-                               preferred_element_type=jnp.float32)
-                    for tap in shifted_taps(x, k, dilation)])
+    if g.shape[-1] < x.shape[-1]:
+        pairs = [(x, tap) for tap in reversed(shifted_taps(g, k, dilation))]
+    else:
+        pairs = [(tap, g) for tap in shifted_taps(x, k, dilation)]
+    dk = jnp.stack([jnp.einsum("nc,nd->cd", flat(a), flat(b), precision=precision,
+                               preferred_element_type=jnp.float32) for a, b in pairs])
     return dx, dk.reshape(kernel.shape).astype(kernel.dtype)
 
 

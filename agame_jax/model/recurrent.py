@@ -22,7 +22,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-from agame_jax.model.agame import STRIDE, AGame, Features, ObjectState, pool_labels
+from agame_jax.model.agame import (STRIDE, AGame, Features, ObjectState,
+                                   fold_backbone_batchnorm, pool_labels)
 from agame_jax.model.aggregation import aggregate
 from agame_jax.model.resize import avg_pool
 
@@ -202,6 +203,29 @@ def scan_frames(model: AGame, variables, states: ObjectState, feats: Features,
     return jax.lax.scan(body, states, (per_frame, frame_index, segment))
 
 
+def encode_clips(model: AGame, variables, frames: jax.Array, train: bool):
+    """``AGame.encode`` of clips ``frames [B, T, H, W, 3]`` → ``(Features [B, T, …],
+    batch_stats)``; with ``train``, layer4's BatchNorm uses per-frame batch statistics
+    and ``batch_stats`` holds the running statistics updated once per frame."""
+    trunk = None
+    if jax.default_backend() == "cpu":
+        # XLA:CPU runs stem..layer3 faster one frame at a time than on all frames at
+        # once, whose activations do not fit the caches (docs/performance.md); layer4
+        # (on maps 16× smaller, and with per-frame statistics over the clips in
+        # training) stays batched.
+        lead = frames.shape[:2]
+        folded = fold_backbone_batchnorm(variables, model.config)
+        trunk = jax.lax.map(lambda f: model.apply(folded, f, True, method=AGame.below_layer4),
+                            frames.reshape((-1,) + frames.shape[2:]))
+        trunk = jax.tree_util.tree_map(lambda x: x.reshape(lead + x.shape[1:]), trunk)
+    if not train:
+        feats = model.apply(variables, frames, below_layer4=trunk, method=AGame.encode)
+        return feats, variables.get("batch_stats")
+    feats, mutated = model.apply(variables, frames, train=True, below_layer4=trunk,
+                                 method=AGame.encode, mutable=["batch_stats"])
+    return feats, mutated["batch_stats"]
+
+
 def forward_clips(model: AGame, variables, frames: jax.Array, first_masks: jax.Array, *,
                   train: bool = False, feedback: str = "coarse",
                   keep: Sequence[str] = ("coarse_logits", "fine_logits"), remat: bool = False):
@@ -220,13 +244,7 @@ def forward_clips(model: AGame, variables, frames: jax.Array, first_masks: jax.A
       (e.g. ``coarse_logits [B, T−1, O, h, w, 2]``, ``fine_logits [B, T−1, O, H, W, 2]``),
       and the (possibly updated) ``batch_stats``.
     """
-    if train:
-        feats, mutated = model.apply(variables, frames, train=True, method=AGame.encode,
-                                     mutable=["batch_stats"])
-        batch_stats = mutated["batch_stats"]
-    else:
-        feats = model.apply(variables, frames, method=AGame.encode)
-        batch_stats = variables.get("batch_stats")
+    feats, batch_stats = encode_clips(model, variables, frames, train)
     t_len = frames.shape[1]
 
     def one_clip(clip_feats: Features, init_seg: jax.Array):
