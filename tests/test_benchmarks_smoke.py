@@ -71,20 +71,25 @@ def test_a_failing_flop_count_or_trace_leaves_the_row_its_speed(tmp_path, monkey
 
 def test_cpu_vs_authors_prints_both_sides_and_the_ratios(tmp_path, capsys):
     """Our side on a reduced model, the authors' side a stand-in printing their script's
-    JSON lines: the table pairs the rows and divides."""
+    JSON lines (faster in its second round): the table keeps each side's best round,
+    pairs the rows and divides."""
     fake = tmp_path / "authors_speed.py"
     fake.write_text(
-        "import json\n"
-        "print(json.dumps({'side': 'authors', 'work': 'video', 'objects': 1, 'fps': 2.0}))\n"
-        "print(json.dumps({'side': 'authors', 'work': 'train', 'clips_per_s': 0.5}))\n")
+        "import json, pathlib\n"
+        f"runs = pathlib.Path({str(tmp_path / 'runs')!r})\n"
+        "n = len(runs.read_text()) if runs.exists() else 0\n"
+        "runs.write_text('x' * (n + 1))\n"
+        "print(json.dumps({'side': 'authors', 'work': 'video', 'objects': 1, 'fps': 1.0 + n}))\n"
+        "print(json.dumps({'side': 'authors', 'work': 'train', 'clips_per_s': 0.5 - n / 4}))\n")
     (tmp_path / "tools").mkdir()
     fake.rename(tmp_path / "tools" / "authors_speed.py")
     _load("cpu_vs_authors").main([
         "--tiny", "--authors-python", sys.executable, "--agame-root", str(tmp_path),
         "--shared", str(tmp_path), "--objects", "1", "--frames", "1", "--height", "32",
         "--width", "48", "--train-batch", "1", "--train-frames", "2", "--train-height", "32",
-        "--train-width", "32", "--repeats", "1"])
+        "--train-width", "32", "--repeats", "1", "--rounds", "2"])
     out = capsys.readouterr().out
+    assert (tmp_path / "runs").read_text() == "xx"
     video = next(line for line in out.splitlines() if line.strip().startswith("video, 1 obj"))
     train = next(line for line in out.splitlines() if line.strip().startswith("train pass"))
     _, _, theirs, ours, ratio = [c.strip() for c in video.split("|")]
