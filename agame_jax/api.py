@@ -34,8 +34,33 @@ def init_variables(model_config, rng) -> dict:
 
 def variable_shapes(model_config) -> dict:
     """``ShapeDtypeStruct``s of every variable, without computing anything."""
+    return dict(_variable_shapes(ModelConfig.from_any(model_config)))
+
+
+@functools.lru_cache(maxsize=16)
+def _variable_shapes(cfg: ModelConfig) -> dict:
+    return jax.eval_shape(functools.partial(_init, cfg), jax.random.key(0))
+
+
+def check_variables(model_config, variables) -> None:
+    """Raise ``ValueError`` naming the first variable of ``variables`` (arrays, or
+    anything with a ``shape``) that ``model_config``'s model does not have, lacks, or
+    has with another shape: weights of one model never run silently under another's
+    config (say another appearance model, or another number of components)."""
     cfg = ModelConfig.from_any(model_config)
-    return dict(jax.eval_shape(functools.partial(_init, cfg), jax.random.key(0)))
+    flat = lambda tree: {jax.tree_util.keystr(k): tuple(getattr(v, "shape", ()))
+                         for k, v in jax.tree_util.tree_leaves_with_path(tree)}
+    want = flat({k: v for k, v in variable_shapes(cfg).items() if k in ("params", "batch_stats")})
+    got = flat({k: v for k, v in dict(variables).items() if k in ("params", "batch_stats")})
+    what = (f"the configured model (appearance={cfg.appearance!r}, options "
+            f"{dict(cfg.appearance_options)})")
+    for key in sorted(set(want) | set(got)):
+        if key not in got:
+            raise ValueError(f"variables lack {key} {want[key]}, which {what} has")
+        if key not in want:
+            raise ValueError(f"variables hold {key} {got[key]}, which {what} does not have")
+        if want[key] != got[key]:
+            raise ValueError(f"variable {key} has shape {got[key]}; {what} needs {want[key]}")
 
 
 def is_trainable(path: tuple[str, ...], model_config=None) -> bool:

@@ -29,7 +29,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from agame_jax.api import variable_shapes
+from agame_jax.api import check_variables, variable_shapes
 from agame_jax.config import ModelConfig
 
 CONFIG_FILE = "model_config.json"
@@ -105,6 +105,8 @@ def load_variables(path: str | Path, prefer: str = "best") -> tuple[ModelConfig,
     path = resolve(path, prefer)
     cfg = load_model_config(path)
     with ocp.StandardCheckpointer() as ckptr:
+        stored = ckptr.metadata(path / VARIABLES_DIR).item_metadata
+        check_variables(cfg, stored.tree if hasattr(stored, "tree") else stored)
         variables = ckptr.restore(path / VARIABLES_DIR, variable_shapes(cfg))
     return cfg, dict(variables)
 

@@ -33,7 +33,10 @@ class ModelConfig:
     freeze_below_layer4: bool = True    # stem..layer3 frozen, BN in inference mode
     bn_eps: float = 1e-5
     bn_momentum: float = 0.1
-    # Appearance module.
+    # Appearance module: a registered model by name (``agame_jax.appearance``) and its own
+    # settings (a mapping; held as sorted (key, value) pairs so the config stays hashable).
+    appearance: str = "agame"
+    appearance_options: Any = ()
     appearance_dim: int = 512
     var_offset_init: float = -2.0       # softplus(−2) ≈ 0.127
     prior_count: float = 1.0
@@ -62,6 +65,12 @@ class ModelConfig:
     def __post_init__(self):
         for name in ("backbone_blocks", "pyramid_dilations", "fusion_channels"):
             object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+        options = self.appearance_options
+        if hasattr(options, "to_dict"):
+            options = options.to_dict()
+        options = dict(options.items() if isinstance(options, Mapping) else options)
+        object.__setattr__(self, "appearance_options", tuple(sorted(
+            (str(k), tuple(v) if isinstance(v, list) else v) for k, v in options.items())))
         if len(self.backbone_blocks) != 4:
             raise ValueError(f"model.backbone_blocks needs 4 stages, got {self.backbone_blocks}")
         if self.dtype not in ("auto", "float32", "bfloat16", "float16"):
@@ -70,6 +79,10 @@ class ModelConfig:
         if self.no_appearance and self.no_mask_propagation:
             raise ValueError("model.no_appearance and model.no_mask_propagation leave the "
                              "fusion module with no input")
+
+    def appearance_option(self, name: str, default: Any = None) -> Any:
+        """The appearance model's setting ``name`` (``default`` when not given)."""
+        return dict(self.appearance_options).get(name, default)
 
     @property
     def num_components(self) -> int:
@@ -119,7 +132,9 @@ class ModelConfig:
 
         Sequences stay tuples: the command line can override tuples
         (``--config.model.fusion_channels='(256, 64)'``), not lists."""
-        return ml_collections.ConfigDict(dataclasses.asdict(self))
+        fields = dataclasses.asdict(self)
+        fields["appearance_options"] = dict(self.appearance_options)
+        return ml_collections.ConfigDict(fields)
 
     def with_overrides(self, items) -> "ModelConfig":
         """A copy with fields set from ``"key=value"`` strings (command lines): values
@@ -137,5 +152,8 @@ class ModelConfig:
         return ModelConfig.from_any(fields)
 
     def to_dict(self) -> dict:
-        return {k: (list(v) if isinstance(v, tuple) else v)
-                for k, v in dataclasses.asdict(self).items()}
+        fields = {k: (list(v) if isinstance(v, tuple) else v)
+                  for k, v in dataclasses.asdict(self).items()}
+        fields["appearance_options"] = {k: (list(v) if isinstance(v, tuple) else v)
+                                        for k, v in self.appearance_options}
+        return fields

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from agame_jax import checkpoint
+from agame_jax.api import check_variables
 from agame_jax import lanes as packing
 from agame_jax.chunk_program import resize_slots, run_chunk, state_shapes
 from agame_jax.config import ModelConfig
@@ -80,6 +81,8 @@ class Segmenter:
 
     @variables.setter
     def variables(self, variables):
+        if variables is not None:
+            check_variables(self._config, variables)
         self._variables = None if variables is None else jax.device_put(variables, self._device)
 
     def __call__(self, frames, masks: Mapping[int, np.ndarray]):

@@ -46,12 +46,12 @@ def test_ablation_switch(switch):
         assert params["appearance"]["cov_reg"].shape == (2, cfg.appearance_dim)
         assert fusion_in == 2 + cfg.mask_prop_channels and scores.shape[-1] == 2
     elif switch == "no_appearance_update":
-        np.testing.assert_array_equal(final.mixture.mean, init.mixture.mean)
-        np.testing.assert_array_equal(final.mixture.var, init.mixture.var)
+        np.testing.assert_array_equal(final.appearance.mean, init.appearance.mean)
+        np.testing.assert_array_equal(final.appearance.var, init.appearance.var)
     elif switch == "appearance_softmax":
         np.testing.assert_allclose(scores.sum(-1), 1.0, atol=1e-5)
     if switch != "no_appearance_update":
-        assert not np.allclose(final.mixture.mean, init.mixture.mean)
+        assert not np.allclose(final.appearance.mean, init.appearance.mean)
 
 
 @pytest.mark.parametrize("stop", [False, True])
@@ -83,7 +83,7 @@ def test_bfloat16_convolutions_keep_mixture_in_float32(tiny_model):
     feats = AGame(cfg16).apply(variables, jnp.asarray(frames)[None], method=AGame.encode)
     assert feats.s16.dtype == jnp.bfloat16 and feats.app.dtype == jnp.float32
     init, _, out = _run(cfg16, variables, frames, masks[0])
-    assert init.mixture.mean.dtype == jnp.float32 and out["app_scores"].dtype == jnp.float32
+    assert init.appearance.mean.dtype == jnp.float32 and out["app_scores"].dtype == jnp.float32
     labels16, _ = Segmenter(cfg16, variables)(frames, {0: masks[0]})
     labels32, _ = Segmenter(cfg32, variables)(frames, {0: masks[0]})
     assert (labels16 == labels32).mean() > 0.9

@@ -68,7 +68,7 @@ def test_module_output_shapes_full_size():
     seg = jax.ShapeDtypeStruct((4, 6, 2), jnp.float32)
     state = jax.eval_shape(lambda v, f, y: model.apply(v, f, y, method=AGame.init_object),
                            variables, one, seg)
-    assert state.mixture.mean.shape == (4, 512) and state.mixture.var.shape == (4, 512)
+    assert state.appearance.mean.shape == (4, 512) and state.appearance.var.shape == (4, 512)
     assert state.prop_ref.shape == (4, 6, 512) and state.prev_seg.shape == (4, 6, 2)
     coarse, fine, scores = jax.eval_shape(lambda v, s, f: model.apply(
         v, s, f, method=AGame.predict_object), variables, state, one)

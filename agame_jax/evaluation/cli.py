@@ -12,8 +12,10 @@ Frames are read and results written one chunk at a time; each video's results ap
 from __future__ import annotations
 
 import argparse
+import importlib
 import concurrent.futures
 import json
+import os
 import shutil
 import sys
 import time
@@ -262,6 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override model settings of the checkpoint that leave its "
                              "parameters as they are, e.g. dtype=float32 (agreement with "
                              "float32; TF32 on GPUs)")
+    parser.add_argument("--import", dest="imports", nargs="+", default=[], metavar="MODULE",
+                        help="import these modules first (from the working directory too): "
+                             "those that register the checkpoint's appearance model when it "
+                             "is not one of the package's")
     parser.add_argument("--io-threads", type=int, default=default_workers(),
                         help="threads that read frames and write results (default: the "
                              "cores, at most 8)")
@@ -273,9 +279,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def import_modules(names) -> None:
+    """Import modules by name, the working directory first on the path (so that a
+    user's module registering an appearance model is found)."""
+    if names and "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in names:
+        importlib.import_module(name)
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    import_modules(args.imports)
     merge = args.dataset == "davis2016"
     scored = args.dataset in ("davis2017", "davis2016")
     try:

@@ -7,14 +7,15 @@ pure function of ``variables`` and its inputs, which ``jax.lax.scan`` can carry.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import flax.struct
 import jax
 import jax.numpy as jnp
 
-from agame_jax import gmm
+from agame_jax import appearance as appearance_models
 from agame_jax.config import ModelConfig
-from agame_jax.model.appearance import AppearanceModule
 from agame_jax.model.backbone import ResNetOS16, fold_batchnorm, normalize_frames
 from agame_jax.model.heads import Fusion, MaskPropagation, Upsampler
 from agame_jax.model.resize import avg_pool
@@ -49,13 +50,14 @@ class Features:
 class ObjectState:
     """What A-GAME remembers about one object (leading axes: objects, clips, …).
 
-    ``mixture``: ``Gaussians [..., K, D]`` (``None`` without an appearance module);
+    ``appearance``: the appearance model's state (any pytree of fixed-shape arrays; the
+    stock model's mixture, ``Gaussians [..., K, D]``; ``None`` without the module);
     ``prop_ref [..., h, w, P]`` float32: mask propagation's first-frame term (its first
     conv applied to the first frame's layer4 map and soft labels; ``None`` without mask
     propagation); ``prev_seg [..., h, w, 2]`` the previous soft segmentation [bg, obj].
     """
 
-    mixture: gmm.Gaussians | None
+    appearance: Any
     prop_ref: jax.Array | None
     prev_seg: jax.Array
 
@@ -98,7 +100,7 @@ class AGame(nn.Module):
         cfg = self.config.resolved()
         self.backbone = ResNetOS16(cfg)
         if not cfg.no_appearance:
-            self.appearance = AppearanceModule(cfg)
+            self.appearance = appearance_models.get(cfg.appearance)(cfg)
         if not cfg.no_mask_propagation:
             self.mask_prop = MaskPropagation(cfg)
         self.fusion = Fusion(cfg)
@@ -134,9 +136,9 @@ class AGame(nn.Module):
         and the object's soft labels ``seg [h, w, 2]`` at stride 16."""
         cfg = self.config
         seg = seg.astype(jnp.float32)
-        mixture = None if cfg.no_appearance else self.appearance.initial(feats.app, seg)
+        app = None if cfg.no_appearance else self.appearance.initial(feats.app, seg)
         prop_ref = None if cfg.no_mask_propagation else self.mask_prop.reference(feats.s16, seg)
-        return ObjectState(mixture=mixture, prop_ref=prop_ref, prev_seg=seg)
+        return ObjectState(appearance=app, prop_ref=prop_ref, prev_seg=seg)
 
     def predict_object(self, state: ObjectState, feats: Features):
         """One object on one frame (``feats`` without leading axes).
@@ -145,7 +147,13 @@ class AGame(nn.Module):
         and the appearance scores ``[h, w, K]`` (``None`` without the module).
         """
         cfg = self.config
-        scores = None if cfg.no_appearance else self.appearance.score(state.mixture, feats.app)
+        scores = None
+        if not cfg.no_appearance:
+            scores = self.appearance.score(state.appearance, feats.app)
+            want = appearance_models.num_scores(cfg)
+            if scores.shape[-1] != want:
+                raise ValueError(f"appearance model {cfg.appearance!r} scored "
+                                 f"{scores.shape[-1]} channels; its num_scores says {want}")
         prop = None if cfg.no_mask_propagation else self.mask_prop(
             feats.prop, state.prop_ref, state.prev_seg)
         encoding, coarse = self.fusion(scores, prop)
@@ -156,10 +164,10 @@ class AGame(nn.Module):
                       seg: jax.Array) -> ObjectState:
         """Feed back this frame's soft segmentation ``seg [h, w, 2]`` (stride 16)."""
         seg = seg.astype(jnp.float32)
-        mixture = state.mixture
+        app = state.appearance
         if not self.config.no_appearance:
-            mixture = self.appearance.update(mixture, feats.app, seg)
-        return state.replace(mixture=mixture, prev_seg=seg)
+            app = self.appearance.update(app, feats.app, seg)
+        return state.replace(appearance=app, prev_seg=seg)
 
     def __call__(self, frames: jax.Array, first_mask: jax.Array, train: bool = False):
         """Init helper: ``frames [B, T≥2, H, W, 3]``, ``first_mask [B, H, W]``.

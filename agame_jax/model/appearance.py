@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 
 from agame_jax import gmm
+from agame_jax.appearance import AppearanceModel, register
 from agame_jax.config import ModelConfig
 
 
@@ -110,8 +111,10 @@ class Projection(nn.Module):
         return y + bias.astype(jnp.float32)
 
 
-class AppearanceModule(nn.Module):
-    """Projection + variance offsets; fits, updates and scores the mixture.
+@register("agame")
+class AppearanceModule(AppearanceModel):
+    """A-GAME's generative appearance model (registered as ``"agame"``): projection +
+    variance offsets; fits, updates and scores the mixture.
 
     Methods take one object's maps without a batch axis (vmap for more):
     ``project(s16 [h, w, C]) -> [h, w, D]`` float32 features,
@@ -120,6 +123,10 @@ class AppearanceModule(nn.Module):
     """
 
     config: ModelConfig = ModelConfig()
+
+    @classmethod
+    def num_scores(cls, config: ModelConfig) -> int:
+        return config.num_components
 
     def setup(self):
         cfg = self.config.resolved()

@@ -15,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from agame_jax import appearance as appearance_models
 from agame_jax.config import ModelConfig
 from agame_jax.model.conv import Conv, conv2d, few_channel_conv, matmul_f32_out
 from agame_jax.model.resize import upsample_bilinear
@@ -132,7 +133,7 @@ class Fusion(nn.Module):
     def setup(self):
         cfg = self.config.resolved()
         c1, c2 = cfg.fusion_channels
-        k = 0 if cfg.no_appearance else cfg.num_components
+        k = appearance_models.num_scores(cfg)
         p = 0 if cfg.no_mask_propagation else cfg.mask_prop_channels
         self.layer00 = SlicedConv(k + p, c1, 3, dtype=cfg.dtype,
                                   param_dtype=cfg.param_dtype)

@@ -1,0 +1,164 @@
+"""Appearance models by name: the registry, the config, the conformance of every
+registered model, a model from outside the package through train.py, clear errors."""
+import subprocess
+import sys
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import plugin_appearance  # noqa: F401  (registers "test-prototypes")
+from agame_jax import ModelConfig, Segmenter, appearance, init_variables
+from conftest import random_clip, tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+# Every registered model, with options that make it small.
+MODELS = {"agame": {}, "test-prototypes": {"dim": 6}}
+
+
+def test_registry_lists_finds_and_refuses():
+    assert {"agame", "test-prototypes"} <= set(appearance.registered())
+    assert set(appearance.registered()) == set(MODELS), "add new models to MODELS"
+    assert appearance.get("test-prototypes") is plugin_appearance.Prototypes
+    with pytest.raises(ValueError, match="unknown appearance model 'nope'; registered: agame"):
+        appearance.get("nope")
+    with pytest.raises(TypeError, match="AppearanceModel subclass"):
+        appearance.register("bad")(nn.Dense)
+
+    class Other(appearance.AppearanceModel):
+        pass
+    with pytest.raises(ValueError, match="'agame' is already registered"):
+        appearance.register("agame")(Other)
+
+
+def test_config_holds_name_and_options_and_round_trips():
+    cfg = ModelConfig(appearance="test-prototypes", appearance_options={"dim": 6, "rate": 0.2})
+    assert cfg.appearance_option("dim") == 6 and cfg.appearance_option("missing", 3) == 3
+    hash(cfg)                                            # a static jit argument
+    assert ModelConfig.from_any(cfg.to_dict()) == cfg
+    assert ModelConfig.from_any(cfg.to_config_dict()) == cfg
+    assert cfg.to_dict()["appearance_options"] == {"dim": 6, "rate": 0.2}
+    assert cfg.with_overrides(["appearance_options={'dim': 4}"]).appearance_option("dim") == 4
+    assert appearance.num_scores(cfg) == 2 and appearance.num_scores(ModelConfig()) == 4
+    assert appearance.num_scores(ModelConfig(no_appearance=True)) == 0
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_registered_model_conforms(name, tmp_path):
+    """jit, vmap over objects and a scan over frames (the training forward), a gradient
+    step whose gradient reaches the projection through the fitted state, and a
+    checkpoint round trip that records the model."""
+    from agame_jax import checkpoint, merge_params, split_params
+    from agame_jax.losses import clip_loss
+    from agame_jax.model.agame import AGame
+    cfg = tiny_config(appearance=name, appearance_options=MODELS[name])
+    variables = init_variables(cfg, jax.random.key(1))
+    clips, labels = random_clip(np.random.default_rng(0), t=3, h=32, w=48, batch=2)
+    labels[:, :, 20:28, 30:40] = 2                        # a second object per clip
+    trainable, frozen = split_params(variables["params"], cfg)
+
+    def loss(trainable):
+        v = {"params": merge_params(trainable, frozen), "batch_stats": variables["batch_stats"]}
+        return clip_loss(AGame(cfg), v, jnp.asarray(clips), jnp.asarray(labels),
+                         num_objects=2)[0]["loss"]
+    value, grads = jax.jit(jax.value_and_grad(loss))(trainable)
+    assert np.isfinite(float(value))
+    app_grads = jax.tree_util.tree_leaves(grads["appearance"])
+    assert app_grads and all(np.isfinite(np.asarray(g)).all() for g in app_grads)
+
+    # The gradient through the fit alone: features enter the state, not the scoring.
+    model = appearance.get(name)(cfg)
+    app_vars = {"params": variables["params"]["appearance"]}
+    s16 = jnp.asarray(np.random.default_rng(1).standard_normal((2, 3, cfg.feature_channels[2])),
+                      jnp.float32)
+    soft = jnp.stack([jnp.ones((2, 3)), jnp.zeros((2, 3))], -1).at[0, :, :].set(
+        jnp.asarray([0.0, 1.0]))
+
+    def through_fit(params):
+        def run(m):
+            feats = m.project(s16)
+            state = m.update(m.initial(feats, soft), feats, soft)
+            return jnp.sum(m.score(state, jax.lax.stop_gradient(feats)) ** 2)
+        return nn.apply(run, model)({"params": params})
+    fit_grads = jax.grad(through_fit)(app_vars["params"])
+    assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree_util.tree_leaves(fit_grads))
+
+    checkpoint.save_variables(tmp_path / "ckpt", variables, cfg)
+    loaded_cfg, loaded = checkpoint.load_variables(tmp_path / "ckpt")
+    assert loaded_cfg == cfg and loaded_cfg.appearance == name
+    for a, b in zip(jax.tree_util.tree_leaves(loaded), jax.tree_util.tree_leaves(variables)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_weights_of_another_model_are_refused_by_name(tiny_model, tmp_path):
+    from agame_jax import checkpoint
+    cfg, variables = tiny_model
+    other = tiny_config(appearance="test-prototypes", appearance_options={"dim": 6})
+    with pytest.raises(ValueError, match=r"variables hold \['params'\]\['appearance'\]"
+                                         r"\['conv_in'\]\['bias'\] \(16,\), which the "
+                                         r"configured model \(appearance='test-prototypes'"):
+        Segmenter(other, variables)
+    unimodal = tiny_config(unimodal_appearance=True)
+    with pytest.raises(ValueError, match=r"variable \['params'\]\['appearance'\]\['cov_reg'\] "
+                                         r"has shape \(4, 16\); .* needs \(2, 16\)"):
+        Segmenter(unimodal, variables)
+    checkpoint.save_variables(tmp_path / "ckpt", variables, cfg)
+    config_file = tmp_path / "ckpt" / checkpoint.CONFIG_FILE
+    config_file.write_text(config_file.read_text().replace('"unimodal_appearance": false',
+                                                           '"unimodal_appearance": true'))
+    with pytest.raises(ValueError, match="cov_reg"):
+        checkpoint.load_variables(tmp_path / "ckpt")
+
+
+def test_a_model_from_outside_the_package_trains_through_train_py(tmp_path):
+    """A config file imports the module that registers the model; train.py builds it,
+    trains, checkpoints (recording the name), and the checkpoint segments a video."""
+    config_file = tmp_path / "plugin_config.py"
+    config_file.write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {str(ROOT / 'tests')!r})\n"
+        "from plugin_appearance import plugin_train_config\n\n\n"
+        "def get_config():\n"
+        "    return plugin_train_config(num_steps=2)\n")
+    run = subprocess.run([sys.executable, "train.py", "--config", str(config_file),
+                          "--workdir", str(tmp_path / "run")], cwd=ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    from agame_jax import checkpoint
+    step = checkpoint.resolve(tmp_path / "run", prefer="latest")
+    assert checkpoint.load_model_config(step).appearance == "test-prototypes"
+    segmenter = Segmenter.from_checkpoint(step)
+    frames, masks = random_clip(np.random.default_rng(2), t=3, h=32, w=32)
+    labels, probs = segmenter(frames, {0: masks[0]})
+    assert labels.shape == (3, 32, 32) and np.isfinite(probs).all()
+    # evaluate.py on a folder, importing the module first (without it the config's name
+    # is unknown: test_registry_lists_finds_and_refuses).
+    from PIL import Image
+    from agame_jax.data import davis
+    video = tmp_path / "video"
+    (video / "masks").mkdir(parents=True)
+    for t, frame in enumerate(frames):
+        Image.fromarray(frame).save(video / f"{t:03d}.jpg")
+    davis.write_label_png(video / "masks" / "000.png", masks[0])
+    command = [sys.executable, str(ROOT / "evaluate.py"), "--checkpoint", str(step),
+               "--dataset", "folder", "--data-root", str(video), "--output", str(tmp_path / "out")]
+    done = subprocess.run([*command, "--import", "plugin_appearance"], cwd=ROOT / "tests",
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(list((tmp_path / "out" / "video").glob("*.png"))) == 3
+
+
+def test_scores_of_another_width_than_declared_are_an_error(monkeypatch):
+    """A model whose scores do not have ``num_scores`` channels fails at trace time
+    instead of feeding the fusion module misaligned channels."""
+    class Liar(plugin_appearance.Prototypes):
+        @classmethod
+        def num_scores(cls, config):
+            return 3
+    monkeypatch.setitem(appearance._REGISTRY, "test-liar", Liar)
+    cfg = tiny_config(appearance="test-liar")
+    with pytest.raises(ValueError, match="scored 2 channels; its num_scores says 3"):
+        init_variables(cfg, jax.random.key(0))
