@@ -46,44 +46,42 @@ def test_config_holds_name_and_options_and_round_trips():
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_registered_model_conforms(name, tmp_path):
-    """jit, vmap over objects and a scan over frames (the training forward), a gradient
-    step whose gradient reaches the projection through the fitted state, and a
-    checkpoint round trip that records the model."""
-    from agame_jax import checkpoint, merge_params, split_params
-    from agame_jax.losses import clip_loss
-    from agame_jax.model.agame import AGame
+    """The contract as the network uses it: jit, vmap over objects, a scan over frames
+    (fit on frame 0, then score and update), finite gradients and a non-zero gradient
+    reaching the parameters through the fitted state alone; and, inside the full tiny
+    model, a checkpoint round trip that records the model."""
+    from agame_jax import checkpoint
     cfg = tiny_config(appearance=name, appearance_options=MODELS[name])
-    variables = init_variables(cfg, jax.random.key(1))
-    clips, labels = random_clip(np.random.default_rng(0), t=3, h=32, w=32, batch=1)
-    labels[:, :, 20:28, 20:30] = 2                        # a second object
-    trainable, frozen = split_params(variables["params"], cfg)
-
-    def loss(trainable):
-        v = {"params": merge_params(trainable, frozen), "batch_stats": variables["batch_stats"]}
-        return clip_loss(AGame(cfg), v, jnp.asarray(clips), jnp.asarray(labels),
-                         num_objects=2)[0]["loss"]
-    value, grads = jax.jit(jax.value_and_grad(loss))(trainable)
-    assert np.isfinite(float(value))
-    app_grads = jax.tree_util.tree_leaves(grads["appearance"])
-    assert app_grads and all(np.isfinite(np.asarray(g)).all() for g in app_grads)
-
-    # The gradient through the fit alone: features enter the state, not the scoring.
     model = appearance.get(name)(cfg)
-    app_vars = {"params": variables["params"]["appearance"]}
-    s16 = jnp.asarray(np.random.default_rng(1).standard_normal((2, 3, cfg.feature_channels[2])),
-                      jnp.float32)
-    soft = jnp.stack([jnp.ones((2, 3)), jnp.zeros((2, 3))], -1).at[0, :, :].set(
-        jnp.asarray([0.0, 1.0]))
+    rng = np.random.default_rng(0)
+    s16 = jnp.asarray(rng.standard_normal((3, 2, 4, 5, cfg.feature_channels[2])), jnp.float32)
+    fg = jnp.asarray(rng.uniform(size=(3, 2, 4, 5)), jnp.float32)    # [T, O, h, w] soft labels
+    labels = jnp.stack([1 - fg, fg], -1)
 
-    def through_fit(params):
-        def run(m):
-            feats = m.project(s16)
-            state = m.update(m.initial(feats, soft), feats, soft)
-            return jnp.sum(m.score(state, jax.lax.stop_gradient(feats)) ** 2)
-        return nn.apply(run, model)({"params": params})
-    fit_grads = jax.grad(through_fit)(app_vars["params"])
+    def init(m):
+        feats = m.project(s16[0, 0])
+        return m.score(m.update(m.initial(feats, labels[0, 0]), feats, labels[0, 0]), feats)
+    params = nn.init(init, model)(jax.random.key(0))["params"]
+
+    def loss(params, fit_only=False):
+        apply = lambda method, *a: model.apply({"params": params}, *a, method=method)
+        feats = apply("project", s16)                                   # [T, O, h, w, D]
+        read = jax.lax.stop_gradient(feats) if fit_only else feats
+        state = jax.vmap(lambda f, y: apply("initial", f, y))(feats[0], labels[0])
+
+        def frame(state, inputs):
+            f, r, y = inputs
+            scores = jax.vmap(lambda s, r: apply("score", s, r))(state, r)
+            return jax.vmap(lambda s, f, y: apply("update", s, f, y))(state, f, y), scores
+        _, scores = jax.lax.scan(frame, state, (feats[1:], read[1:], labels[1:]))
+        assert scores.shape == (2, 2, 4, 5, appearance.num_scores(cfg))
+        return jnp.sum(jnp.tanh(scores) * fg[1:, ..., None])
+    grads = jax.jit(jax.grad(loss))(params)
+    assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree_util.tree_leaves(grads))
+    fit_grads = jax.jit(jax.grad(lambda p: loss(p, fit_only=True)))(params)
     assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree_util.tree_leaves(fit_grads))
 
+    variables = init_variables(cfg, jax.random.key(1))
     checkpoint.save_variables(tmp_path / "ckpt", variables, cfg)
     loaded_cfg, loaded = checkpoint.load_variables(tmp_path / "ckpt")
     assert loaded_cfg == cfg and loaded_cfg.appearance == name
