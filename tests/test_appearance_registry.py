@@ -111,7 +111,7 @@ def test_weights_of_another_model_are_refused_by_name(tiny_model, tmp_path):
 
 def test_a_model_from_outside_the_package_trains_through_train_py(tmp_path):
     """A config file imports the module that registers the model; train.py builds it,
-    trains, checkpoints (recording the name), and the checkpoint segments a video."""
+    trains, checkpoints (recording the name), and evaluate.py segments a video with it."""
     config_file = tmp_path / "plugin_config.py"
     config_file.write_text(
         "import sys\n"
@@ -131,10 +131,7 @@ def test_a_model_from_outside_the_package_trains_through_train_py(tmp_path):
     from agame_jax import checkpoint
     step = checkpoint.resolve(tmp_path / "run", prefer="latest")
     assert checkpoint.load_model_config(step).appearance == "test-prototypes"
-    segmenter = Segmenter.from_checkpoint(step)
     frames, masks = random_clip(np.random.default_rng(2), t=3, h=32, w=32)
-    labels, probs = segmenter(frames, {0: masks[0]})
-    assert labels.shape == (3, 32, 32) and np.isfinite(probs).all()
     # evaluate.py on a folder, importing the module first (here it is already imported;
     # without it the config's name is unknown: test_registry_lists_finds_and_refuses).
     from PIL import Image
