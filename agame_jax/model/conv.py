@@ -68,12 +68,15 @@ def _conv_cpu_bwd(dilation, precision, residuals, g):
     x, kernel = residuals
     k = kernel.shape[0]
     g = g.astype(x.dtype)
+    # Materialised once: otherwise XLA fuses x's producer (an upsampling, a ReLU) into
+    # each of the nine shifted copies below and computes it nine times.
     x, g = jax.lax.optimization_barrier((x, g))
     # y[p] = Σ_a x[p + d(a − k//2)] W[a], so dx[q] = Σ_a g[q − d(a − k//2)] W[a]: the same
     # convolution of g with the kernel flipped in space and its channels swapped.
     dx = _library_conv(g, jnp.flip(kernel, (0, 1)).swapaxes(2, 3), 1, dilation, precision)
     # dW[tap] = Σ shift_tap(x)ᵀ g: one product per tap (cheaper than one product over the
-    # concatenated shifts, whose copy costs as much as the product).
+    # concatenated shifts, whose copy costs as much as the product). Equally Σ xᵀ g
+    # shifted the opposite way: the smaller of x and g is the one copied.
     flat = lambda a: a.reshape(-1, a.shape[-1])
     if g.shape[-1] < x.shape[-1]:
         pairs = [(x, tap) for tap in reversed(shifted_taps(g, k, dilation))]
