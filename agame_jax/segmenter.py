@@ -9,8 +9,8 @@ import jax
 import numpy as np
 
 from agame_jax import checkpoint
-from agame_jax.api import check_variables
 from agame_jax import lanes as packing
+from agame_jax.api import check_variables
 from agame_jax.chunk_program import resize_slots, run_chunk, state_shapes
 from agame_jax.config import ModelConfig
 from agame_jax.model.agame import AGame

@@ -12,8 +12,8 @@ Frames are read and results written one chunk at a time; each video's results ap
 from __future__ import annotations
 
 import argparse
-import importlib
 import concurrent.futures
+import importlib
 import json
 import os
 import shutil

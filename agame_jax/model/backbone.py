@@ -50,8 +50,12 @@ class FrameBatchNorm(nn.Module):
         self.ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         self.ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
 
-    def affine(self) -> tuple[jax.Array, jax.Array]:
-        """Inference mode as ``y = x · multiplier + shift`` (float32 ``[C]`` each)."""
+    def affine(self, folded: bool = False) -> tuple[jax.Array | None, jax.Array]:
+        """Inference mode as ``y = x · multiplier + shift`` (float32 ``[C]`` each).
+        ``folded``: the variables come from ``fold_batchnorm`` (the multiplier is in the
+        kernel already, ``bias`` holds the shift): ``(None, shift)``."""
+        if folded:
+            return None, self.bias.astype(jnp.float32)
         mul = jax.lax.rsqrt(self.ra_var.value + self.epsilon) * self.scale.astype(jnp.float32)
         return mul, self.bias.astype(jnp.float32) - self.ra_mean.value * mul
 
@@ -90,7 +94,8 @@ class Conv(nn.Module):
     ``__call__(x [N, H, W, C], affine=None)``; with ``affine = (multiplier, shift)``
     (``[features]`` each) it returns ``conv(x, kernel · multiplier) + shift``, which equals
     the BatchNorm applied to the convolution, in one convolution with a bias instead of a
-    convolution and a separate pass over its output.
+    convolution and a separate pass over its output. A ``None`` multiplier means the
+    kernel holds it already (``fold_batchnorm``).
     """
 
     features: int
@@ -105,7 +110,7 @@ class Conv(nn.Module):
         k, d, s = self.kernel_size, self.dilation, self.stride
         kernel = self.param("kernel", nn.initializers.lecun_normal(),
                             (k, k, x.shape[-1], self.features), self.param_dtype)
-        if affine is not None:
+        if affine is not None and affine[0] is not None:
             kernel = kernel.astype(jnp.float32) * affine[0]
         y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), s, d)
         return y if affine is None else y + affine[1].astype(self.dtype)
@@ -133,9 +138,7 @@ class Bottleneck(nn.Module):
                                 cfg.param_dtype, name=bn_name)
             if use_batch_stats:
                 return bn(conv(x), clip_shape, True)
-            if folded:
-                return conv(x) + bn.bias.astype(cfg.dtype)
-            return conv(x, bn.affine())
+            return conv(x, bn.affine(folded))
 
         out = nn.relu(conv_bn(x, self.width, 1, 1, 1, "conv1", "bn1"))
         out = nn.relu(conv_bn(out, self.width, 3, self.stride, self.dilation, "conv2", "bn2"))
@@ -191,10 +194,7 @@ class ResNetOS16(nn.Module):
         cfg = self.config.resolved()
         lead, (h, w) = frames.shape[:-3], frames.shape[-3:-1]
         x = frames.reshape(-1, h, w, 3).astype(cfg.dtype)
-        if folded:
-            x = nn.relu(self.conv1(x) + self.bn1.bias.astype(cfg.dtype))
-        else:
-            x = nn.relu(self.conv1(x, self.bn1.affine()))
+        x = nn.relu(self.conv1(x, self.bn1.affine(folded)))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=[(1, 1), (1, 1)])
         outputs = {}
         for stage, names in enumerate(self.block_names[:3], start=1):
