@@ -86,7 +86,8 @@ class AGame(nn.Module):
 
     ``encode(frames [B, T, H, W, 3] uint8, train) -> Features`` (H, W multiples of 16);
     ``init_object(feats_t, seg) -> ObjectState``;
-    ``predict_object(state, feats_t) -> (coarse [h, w, 2], fine [H, W, 2], scores)``;
+    ``predict_object(state, feats_t) -> (coarse [h, w, 2], fine [H, W, 2], scores)``
+    (``score_object``, then ``decode``, which also takes leading object/clip axes);
     ``update_object(state, feats_t, seg) -> ObjectState``;
     where ``feats_t`` is one frame's ``Features`` (no leading axes).
     ``__call__`` runs them once on a tiny clip; it exists to create the variables.
@@ -117,17 +118,21 @@ class AGame(nn.Module):
 
     def encode(self, frames: jax.Array, train: bool = False,
                below_layer4: dict[str, jax.Array] | None = None,
-               folded: bool = False) -> Features:
+               folded: bool = False, predicted_from: int = 0) -> Features:
         """uint8 RGB clips ``[B, T, H, W, 3]`` → ``Features`` with leading ``[B, T]``.
         ``below_layer4``: ``AGame.below_layer4(frames)`` when it was computed apart;
-        ``folded``: ``variables`` from ``fold_backbone_batchnorm`` (not in training)."""
+        ``folded``: ``variables`` from ``fold_backbone_batchnorm`` (not in training);
+        ``predicted_from``: the terms only predictions read (``prop``, ``skip8``,
+        ``skip4``) are computed for frames ``predicted_from…`` only, so their time axis is
+        ``T − predicted_from`` (a training clip's first frame is given, not predicted)."""
         cfg = self.config
         trunk = self.below_layer4(frames, folded) if below_layer4 is None else below_layer4
         f = {"s4": trunk["s4"], "s8": trunk["s8"],
              "s16": self.backbone.layer4(trunk["layer3"], train, folded)}
         app = None if cfg.no_appearance else self.appearance.project(f["s16"])
-        prop = None if cfg.no_mask_propagation else self.mask_prop.current(f["s16"])
-        skip8, skip4 = self.upsampler.project(f["s8"], f["s4"])
+        later = lambda x: x[:, predicted_from:] if predicted_from else x
+        prop = None if cfg.no_mask_propagation else self.mask_prop.current(later(f["s16"]))
+        skip8, skip4 = self.upsampler.project(later(f["s8"]), later(f["s4"]))
         return Features(s4=f["s4"], s8=f["s8"], s16=f["s16"], app=app, prop=prop,
                         skip8=skip8, skip4=skip4)
 
@@ -145,20 +150,37 @@ class AGame(nn.Module):
 
         Returns ``coarse_logits [h, w, 2]``, ``fine_logits [16h, 16w, 2]`` (both float32)
         and the appearance scores ``[h, w, K]`` (``None`` without the module).
+        ``score_object`` then ``decode``.
         """
+        scores = self.score_object(state, feats)
+        coarse, fine = self.decode(state, feats, scores)
+        return coarse, fine, scores
+
+    def score_object(self, state: ObjectState, feats: Features):
+        """The appearance model's scores ``[h, w, K]`` of one object on one frame (no
+        leading axes; ``None`` without the module)."""
         cfg = self.config
-        scores = None
-        if not cfg.no_appearance:
-            scores = self.appearance.score(state.appearance, feats.app)
-            want = appearance_models.num_scores(cfg)
-            if scores.shape[-1] != want:
-                raise ValueError(f"appearance model {cfg.appearance!r} scored "
-                                 f"{scores.shape[-1]} channels; its num_scores says {want}")
+        if cfg.no_appearance:
+            return None
+        scores = self.appearance.score(state.appearance, feats.app)
+        want = appearance_models.num_scores(cfg)
+        if scores.shape[-1] != want:
+            raise ValueError(f"appearance model {cfg.appearance!r} scored "
+                             f"{scores.shape[-1]} channels; its num_scores says {want}")
+        return scores
+
+    def decode(self, state: ObjectState, feats: Features, scores):
+        """Mask propagation, fusion and upsampler: ``(coarse_logits [..., h, w, 2],
+        fine_logits [..., 16h, 16w, 2])`` for states and ``scores [..., h, w, K]`` with
+        any leading axes (objects, clips), and ``feats`` whose leading axes broadcast
+        against them (e.g. ``[B, 1]`` for ``[B, O]`` objects): the heads run as one batch,
+        not vmapped per object."""
+        cfg = self.config
         prop = None if cfg.no_mask_propagation else self.mask_prop(
             feats.prop, state.prop_ref, state.prev_seg)
         encoding, coarse = self.fusion(scores, prop)
         fine = self.upsampler(encoding, feats.skip8, feats.skip4)
-        return coarse, fine, scores
+        return coarse, fine
 
     def update_object(self, state: ObjectState, feats: Features,
                       seg: jax.Array) -> ObjectState:

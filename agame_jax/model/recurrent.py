@@ -1,9 +1,10 @@
 """The recurrence of A-GAME over frames, as pure functions of ``variables``.
 
-Objects are a vmapped axis of fixed size ``O``. The backbone runs on all frames of a clip
-or chunk in one batch (``AGame.encode``) before ``jax.lax.scan`` carries the light
-per-object heads over the frames (``scan_frames``): the one scan that training and
-inference share. They differ only in bookkeeping: a training clip's objects are all
+Objects are an axis of fixed size ``O``: the appearance model is vmapped over it, the
+heads (``AGame.decode``) run on all objects, and in training all clips, as one batch.
+The backbone runs on all frames of a clip or chunk in one batch (``AGame.encode``)
+before ``jax.lax.scan`` carries the light per-object heads over the frames
+(``scan_frames``): the one scan that training and inference share. They differ only in bookkeeping: a training clip's objects are all
 given at its first frame, which is not in the scan; an inference chunk holds pieces of
 up to G videos one after another, whose objects start at frames inside the chunk
 (``ObjectStarts``) and which includes each video's frame 0 (given, not predicted).
@@ -91,8 +92,9 @@ def frame_step(model: AGame, variables, states: ObjectState, feats_t: Features, 
     """One frame for all objects: (start objects), predict, aggregate, update.
 
     Args:
-      states: ``ObjectState`` with leading object axis ``[O]``.
-      feats_t: one frame's ``Features`` (maps without batch or time axes).
+      states: ``ObjectState`` with leading object axis ``[O]``, or ``[B, O]`` for B
+        clips (training; then ``starts`` is ``None``).
+      feats_t: one frame's ``Features`` (maps without time axis; ``[B, …]`` for clips).
       t: the frame's index in its video (int scalar, may be traced; ``-1`` marks a chunk
         position that holds no frame: nothing changes and the outputs are zeros).
       starts: ``None`` when every object is tracked from an earlier frame (training
@@ -106,22 +108,34 @@ def frame_step(model: AGame, variables, states: ObjectState, feats_t: Features, 
     Returns:
       ``(states, outputs)``; ``outputs["probs"] [O+1, H, W]`` aggregated probabilities,
       ``coarse_logits [O, h, w, 2]``, ``fine_logits [O, H, W, 2]``, ``app_scores
-      [O, h, w, K]``. Inactive objects have zero probability and an unchanged state.
+      [O, h, w, K]`` (each with the clips' leading ``[B]`` where given). Inactive objects
+      have zero probability and an unchanged state.
     """
     active = None
     if starts is not None:
         states = _select(starts.first_frame == t, fresh, states)
         active = starts.first_frame <= t
 
+    # Leading axes of the frame's maps (clips in training), before the objects' axis.
+    lead = feats_t.skip4.ndim - 3
+
     def predicted(states):
-        predict = lambda s: model.apply(variables, s, feats_t, method=AGame.predict_object)
-        coarse, fine, scores = jax.vmap(predict)(states)
-        q = aggregate(jax.nn.softmax(fine, axis=-1)[..., 1], active, model.config.prob_clamp)
-        seg = _feedback(feedback, coarse, fine, q)
-        update = lambda s, y: model.apply(variables, s, feats_t, y, method=AGame.update_object)
+        score = lambda s, f: jax.vmap(
+            lambda s1: model.apply(variables, s1, f, method=AGame.score_object))(s)
+        scores = _over(lead, score)(states, feats_t)
+        # The heads run once on all objects (and clips): their convolutions see one
+        # batch, and their weight gradients are single products over it.
+        per_object = jax.tree_util.tree_map(lambda x: jnp.expand_dims(x, lead), feats_t)
+        coarse, fine = model.apply(variables, states, per_object, scores, method=AGame.decode)
+        clamp = model.config.prob_clamp
+        q = _over(lead, lambda p: aggregate(p, active, clamp))(
+            jax.nn.softmax(fine, axis=-1)[..., 1])
+        seg = _over(lead, lambda c, f, q: _feedback(feedback, c, f, q))(coarse, fine, q)
+        update = lambda s, f, y: jax.vmap(lambda s1, y1: model.apply(
+            variables, s1, f, y1, method=AGame.update_object))(s, y)
         outputs = {"probs": q, "coarse_logits": coarse, "fine_logits": fine,
                    "app_scores": scores}
-        return jax.vmap(update)(states, seg), {k: outputs[k] for k in keep}
+        return _over(lead, update)(states, feats_t, seg), {k: outputs[k] for k in keep}
 
     if starts is None:
         return predicted(states)
@@ -141,6 +155,13 @@ def frame_step(model: AGame, variables, states: ObjectState, feats_t: Features, 
             jax.tree_util.tree_map(lambda a: jnp.where(t > 0, a, jnp.zeros_like(a)), outputs))
 
 
+def _over(n: int, fn):
+    """``fn`` vmapped over ``n`` leading axes of all its arguments."""
+    for _ in range(n):
+        fn = jax.vmap(fn)
+    return fn
+
+
 def _predicted_where_active(predicted, active, states):
     """``predicted(states)`` with the states of inactive objects left as they were."""
     updated, outputs = predicted(states)
@@ -155,8 +176,8 @@ def scan_frames(model: AGame, variables, states: ObjectState, feats: Features,
 
     Args:
       states: ``ObjectState [O]`` carried in (from the clip's first frame, or from the
-        previous chunk).
-      feats: ``Features`` with leading ``[T]``.
+        previous chunk); ``[B, O]`` for B clips with ``starts=None``.
+      feats: ``Features`` with leading ``[T]`` (``[T, B]`` for clips).
       frame_index: ``[T]`` int32, each position's frame index in its own video (``-1``:
         no frame there).
       starts: ``None`` (every object tracked from before the first position: training
@@ -203,10 +224,12 @@ def scan_frames(model: AGame, variables, states: ObjectState, feats: Features,
     return jax.lax.scan(body, states, (per_frame, frame_index, segment))
 
 
-def encode_clips(model: AGame, variables, frames: jax.Array, train: bool):
+def encode_clips(model: AGame, variables, frames: jax.Array, train: bool,
+                 predicted_from: int = 0):
     """``AGame.encode`` of clips ``frames [B, T, H, W, 3]`` → ``(Features [B, T, …],
     batch_stats)``; with ``train``, layer4's BatchNorm uses per-frame batch statistics
-    and ``batch_stats`` holds the running statistics updated once per frame."""
+    and ``batch_stats`` holds the running statistics updated once per frame.
+    ``predicted_from``: see ``AGame.encode``."""
     trunk = None
     if jax.default_backend() == "cpu":
         # XLA:CPU runs stem..layer3 faster one frame at a time than on all frames at
@@ -218,11 +241,11 @@ def encode_clips(model: AGame, variables, frames: jax.Array, train: bool):
         trunk = jax.lax.map(lambda f: model.apply(folded, f, True, method=AGame.below_layer4),
                             frames.reshape((-1,) + frames.shape[2:]))
         trunk = jax.tree_util.tree_map(lambda x: x.reshape(lead + x.shape[1:]), trunk)
+    kwargs = dict(below_layer4=trunk, predicted_from=predicted_from, method=AGame.encode)
     if not train:
-        feats = model.apply(variables, frames, below_layer4=trunk, method=AGame.encode)
-        return feats, variables.get("batch_stats")
-    feats, mutated = model.apply(variables, frames, train=True, below_layer4=trunk,
-                                 method=AGame.encode, mutable=["batch_stats"])
+        return model.apply(variables, frames, **kwargs), variables.get("batch_stats")
+    feats, mutated = model.apply(variables, frames, train=True, mutable=["batch_stats"],
+                                 **kwargs)
     return feats, mutated["batch_stats"]
 
 
@@ -244,14 +267,17 @@ def forward_clips(model: AGame, variables, frames: jax.Array, first_masks: jax.A
       (e.g. ``coarse_logits [B, T−1, O, h, w, 2]``, ``fine_logits [B, T−1, O, H, W, 2]``),
       and the (possibly updated) ``batch_stats``.
     """
-    feats, batch_stats = encode_clips(model, variables, frames, train)
-    t_len = frames.shape[1]
-
-    def one_clip(clip_feats: Features, init_seg: jax.Array):
-        states = init_states(model, variables, frame_at(clip_feats, 0), init_seg)
-        later = jax.tree_util.tree_map(lambda x: x[1:], clip_feats)
-        _, outputs = scan_frames(model, variables, states, later, jnp.arange(1, t_len),
-                                 feedback=feedback, keep=keep, remat=remat)
-        return outputs
-
-    return jax.vmap(one_clip)(feats, pool_labels(first_masks)), batch_stats
+    # Frame 0 is given: the terms only predictions read are computed for frames 1.. only.
+    feats, batch_stats = encode_clips(model, variables, frames, train, predicted_from=1)
+    app = feats.app
+    first = Features(s4=None, s8=None, s16=feats.s16[:, 0], prop=None, skip8=None, skip4=None,
+                     app=None if app is None else app[:, 0])
+    states = jax.vmap(lambda f, seg: init_states(model, variables, f, seg))(
+        first, pool_labels(first_masks))                                   # [B, O, …]
+    # One scan over frames carries all clips (time-major maps [T−1, B, …]), so that the
+    # heads run on clips and objects as one batch.
+    later = feats.replace(s4=None, s8=None, s16=None, app=None if app is None else app[:, 1:])
+    later = jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), later)
+    _, outputs = scan_frames(model, variables, states, later, jnp.arange(1, frames.shape[1]),
+                             feedback=feedback, keep=keep, remat=remat)
+    return jax.tree_util.tree_map(lambda x: jnp.swapaxes(x, 0, 1), outputs), batch_stats
