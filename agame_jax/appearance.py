@@ -67,6 +67,12 @@ class AppearanceModel(nn.Module):
         """Per-pixel scores ``[h, w, num_scores(config)]`` of a frame's features."""
         raise NotImplementedError
 
+    def inspect(self, state, feats: jax.Array, labels: jax.Array) -> dict:
+        """Optional: named maps ``[h, w, ·]`` of what the model believes on a frame, for
+        ``agame_jax.research.trace``: from the state before the frame's update, its
+        features and the soft labels that update it. Default: none."""
+        return {}
+
 
 def register(name: str):
     """Class decorator: make an ``AppearanceModel`` subclass available as ``name``.
@@ -87,7 +93,8 @@ def register(name: str):
 
 
 def _builtins():
-    importlib.import_module("agame_jax.model.appearance")     # registers the built-ins
+    for module in ("agame_jax.model.appearance", "agame_jax.model.appearance_variants"):
+        importlib.import_module(module)                     # they register the built-ins
 
 
 def registered() -> tuple[str, ...]:

@@ -1,4 +1,5 @@
-"""Table 1 ablation ``unimodal_appearance``: stage 1 (default) or stage 2 with ``model.unimodal_appearance=True``.
+"""Table 1 ablation ``unimodal_appearance`` (``model.unimodal_appearance=True``) on stage 1 (default),
+stage 2 or, with ``:quickstart``, the quickstart (synthetic data, a CPU).
 
     python train.py --config configs/ablation_unimodal_appearance.py --workdir runs/ablation_unimodal_appearance ...
     python train.py --config configs/ablation_unimodal_appearance.py:stage2 --workdir runs/ablation_unimodal_appearance_s2 \\

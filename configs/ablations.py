@@ -1,11 +1,19 @@
-"""Shared by the ``ablation_*.py`` configs: stage 1 or 2 with one model switch on."""
+"""Shared by the ``ablation_*.py`` configs: stage 1, stage 2 or the quickstart with one
+model switch on."""
 from agame_jax.train.defaults import base_config
+
+STAGES = ("stage1", "stage2", "quickstart")
 
 
 def ablation(switch: str, stage: str = "stage1"):
-    if stage not in ("stage1", "stage2"):
-        raise ValueError(f"ablation configs take stage1 or stage2, got {stage!r}")
-    config = base_config()
+    if stage not in STAGES:
+        raise ValueError(f"ablation configs take one of {STAGES}, got {stage!r}")
+    if stage == "quickstart":
+        from configs.quickstart import get_config as quickstart
+        config = quickstart()
+        config.unlock()
+    else:
+        config = base_config()
     if stage == "stage2":
         from configs.stage2 import stage2
         config = stage2(config)

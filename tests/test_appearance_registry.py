@@ -14,7 +14,9 @@ from conftest import random_clip, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 # Every registered model, with options that make it small.
-MODELS = {"agame": {}, "test-prototypes": {"dim": 6}}
+MODELS = {"agame": {}, "test-prototypes": {"dim": 6}, "agame-isotropic": {}, "agame-tied": {},
+          "agame-learned-rate": {}, "agame-em": {"k": 2, "em_steps": 1}, "prototype": {},
+          "ridge": {"dim": 6}}
 
 
 def test_registry_lists_finds_and_refuses():
@@ -48,9 +50,7 @@ def test_config_holds_name_and_options_and_round_trips():
 def test_every_registered_model_conforms(name, tmp_path):
     """The contract as the network uses it: jit, vmap over objects, a scan over frames
     (fit on frame 0, then score and update), finite gradients and a non-zero gradient
-    reaching the parameters through the fitted state alone; and, inside the full tiny
-    model, a checkpoint round trip that records the model."""
-    from agame_jax import checkpoint
+    reaching the parameters through the fitted state alone."""
     cfg = tiny_config(appearance=name, appearance_options=MODELS[name])
     model = appearance.get(name)(cfg)
     rng = np.random.default_rng(0)
@@ -81,6 +81,13 @@ def test_every_registered_model_conforms(name, tmp_path):
     fit_grads = jax.jit(jax.grad(lambda p: loss(p, fit_only=True)))(params)
     assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree_util.tree_leaves(fit_grads))
 
+
+@pytest.mark.parametrize("name", ["agame", "agame-em", "test-prototypes"])
+def test_checkpoints_record_the_appearance_model(name, tmp_path):
+    """Inside the full tiny model: a checkpoint round trip that records the model (the
+    stock one, a built-in with another state, one from outside the package)."""
+    from agame_jax import checkpoint
+    cfg = tiny_config(appearance=name, appearance_options=MODELS[name])
     variables = init_variables(cfg, jax.random.key(1))
     checkpoint.save_variables(tmp_path / "ckpt", variables, cfg)
     loaded_cfg, loaded = checkpoint.load_variables(tmp_path / "ckpt")

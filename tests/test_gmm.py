@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.test_util import check_grads
 
 from agame_jax import gmm
 
@@ -104,3 +105,106 @@ def test_gradient_through_fit_and_loglik_matches_finite_differences():
                 args_m = list(args); args_m[arg] = jnp.asarray(minus.reshape(args[arg].shape))
                 numeric[i] = (loss(*args_p) - loss(*args_m)) / (2 * eps)
             np.testing.assert_allclose(np.asarray(grad).ravel(), numeric, rtol=1e-5, atol=1e-7)
+
+
+def tie_loop(var, counts, covariance):
+    """The covariance families from a plain diagonal fit (offset not yet added)."""
+    k, d = var.shape
+    out = np.zeros_like(var)
+    for c in range(k):
+        for j in range(d):
+            if covariance == "isotropic":
+                out[c, j] = sum(var[c, i] for i in range(d)) / d
+            else:
+                out[c, j] = (sum(counts[m] * var[m, j] for m in range(k))
+                             / sum(counts[m] for m in range(k)))
+    return out
+
+
+@pytest.mark.parametrize("covariance", ["isotropic", "tied"])
+def test_covariance_families_match_loops(covariance):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, 9, 4))
+    w = rng.uniform(size=(2, 9, 3))
+    offset = rng.uniform(0.1, 0.5, size=(3, 4))
+    with jax.enable_x64(True):
+        g = gmm.fit(x, w, offset, 1.0, covariance)
+    for b in range(2):
+        mean, var = fit_loop(x[b], w[b], np.zeros_like(offset), 1.0)
+        counts = 1.0 + w[b].sum(0)
+        np.testing.assert_allclose(g.mean[b], mean, rtol=1e-10)
+        np.testing.assert_allclose(g.var[b], tie_loop(var, counts, covariance) + offset,
+                                   rtol=1e-10)
+    with pytest.raises(ValueError, match="covariance must be one of"):
+        gmm.fit(x, w, offset, 1.0, "full")
+
+
+def test_mixing_weights_and_posteriors_match_loops():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(6, 3))
+    w = rng.uniform(size=(6, 2))
+    with jax.enable_x64(True):
+        g = gmm.fit(x, w, np.full((2, 3), 0.2))
+        pi = np.asarray(gmm.mixing_weights(w, 1.0))
+        post = np.asarray(gmm.posteriors(g, x, jnp.log(pi)))
+        plain = np.asarray(gmm.posteriors(g, x))
+        g = jax.tree_util.tree_map(np.asarray, g)
+    counts = [1.0 + sum(w[p, c] for p in range(6)) for c in range(2)]
+    np.testing.assert_allclose(pi, [c / sum(counts) for c in counts], rtol=1e-12)
+    ll = loglik_loop(np.asarray(g.mean), np.asarray(g.var), x)
+    for p in range(6):
+        joint = [np.exp(ll[p, c]) * pi[c] for c in range(2)]
+        np.testing.assert_allclose(post[p], [j / sum(joint) for j in joint], rtol=1e-9)
+        np.testing.assert_allclose(plain[p], np.exp(ll[p]) / np.exp(ll[p]).sum(), rtol=1e-9)
+
+
+def em_loop(x, y, k, steps, offset, prior):
+    """EM for k Gaussians per class, one class and one step at a time (numpy)."""
+    means, variances, log_pis = [], [], []
+    spread = np.linspace(-1, 1, k) if k > 1 else np.zeros(1)
+    for c in range(y.shape[1]):
+        own = offset[c * k:(c + 1) * k]
+        m0, v0 = fit_loop(x, y[:, c:c + 1], own[:1], prior)
+        mean = m0 + spread[:, None] * np.sqrt(v0)
+        var = np.repeat(v0, k, axis=0)
+        pi = np.full(k, 1.0 / k)
+        for _ in range(steps):
+            ll = loglik_loop(mean, var, x) + np.log(pi)
+            r = np.exp(ll - ll.max(1, keepdims=True))
+            r /= r.sum(1, keepdims=True)
+            w = y[:, c:c + 1] * r
+            mean, var = fit_loop(x, w, own, prior)
+            pi = (prior + w.sum(0)) / (prior + w.sum(0)).sum()
+        means.append(mean), variances.append(var), log_pis.append(np.log(pi))
+    return np.concatenate(means), np.concatenate(variances), np.concatenate(log_pis)
+
+
+@pytest.mark.parametrize("k, steps", [(1, 2), (2, 0), (3, 3)])
+def test_fit_em_matches_a_numpy_loop(k, steps):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(10, 3))
+    fg = rng.uniform(size=10)
+    y = np.stack([1 - fg, fg], 1)
+    offset = rng.uniform(0.1, 0.3, size=(2 * k, 3))
+    with jax.enable_x64(True):
+        g, log_pi = gmm.fit_em(x, y, k, steps, offset)
+    mean, var, want_pi = em_loop(x, y, k, steps, offset, 1.0)
+    np.testing.assert_allclose(g.mean, mean, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(g.var, var, rtol=1e-9)
+    np.testing.assert_allclose(log_pi, want_pi, rtol=1e-9, atol=1e-12)
+
+
+def test_gradient_through_em_matches_finite_differences():
+    rng = np.random.default_rng(6)
+    with jax.enable_x64(True):
+        x = jnp.asarray(rng.normal(size=(5, 2)))
+        logits = jnp.asarray(rng.normal(size=(5,)))
+        probe = jnp.asarray(rng.normal(size=(4, 2)))
+
+        def loss(x, logits):
+            fg = jax.nn.sigmoid(logits)
+            g, log_pi = gmm.fit_em(x, jnp.stack([1 - fg, fg], 1), 2, 2, jnp.full((4, 2), 0.3))
+            return jnp.sum(jax.nn.log_softmax(gmm.log_likelihood(g, probe) + log_pi, -1)[:, 2])
+
+        check_grads(loss, (x, logits), order=1, modes=["rev"], eps=1e-6,
+                                  atol=1e-7, rtol=1e-6)

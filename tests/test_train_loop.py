@@ -99,7 +99,7 @@ def test_half_written_step_is_ignored(tmp_path):
 def test_configs_load_lock_and_differ_only_where_they_should():
     sys.path.insert(0, str(ROOT))
     try:
-        from configs import quickstart, stage1, stage2
+        from configs import quickstart, stage1, stage2, variant
         import importlib
         s1, s2, q = stage1.get_config(), stage2.get_config(), quickstart.get_config()
         with pytest.raises(AttributeError):
@@ -112,11 +112,16 @@ def test_configs_load_lock_and_differ_only_where_they_should():
         for switch in ("no_appearance", "no_mask_propagation", "unimodal_appearance",
                        "no_appearance_update", "appearance_softmax", "no_fit_gradient"):
             module = importlib.import_module(f"configs.ablation_{switch}")
-            for stage, base in (("stage1", s1), ("stage2", s2)):
+            for stage, base in (("stage1", s1), ("stage2", s2), ("quickstart", q)):
                 config = module.get_config(stage)
                 diff = {k for k in config.model if config.model[k] != base.model[k]}
                 assert diff == {switch}
                 assert config.to_dict() | {"model": None} == base.to_dict() | {"model": None}
+        em = variant.get_config("agame-em")
+        assert em.model.appearance == "agame-em"
+        assert em.to_dict() | {"model": None} == q.to_dict() | {"model": None}
+        with pytest.raises(ValueError, match="unknown appearance model 'nope'"):
+            variant.get_config("nope")
     finally:
         sys.path.remove(str(ROOT))
     from agame_jax.config import ModelConfig

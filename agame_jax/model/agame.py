@@ -7,6 +7,7 @@ pure function of ``variables`` and its inputs, which ``jax.lax.scan`` can carry.
 """
 from __future__ import annotations
 
+import contextvars
 from typing import Any
 
 import flax.linen as nn
@@ -21,6 +22,10 @@ from agame_jax.model.heads import Fusion, MaskPropagation, Upsampler
 from agame_jax.model.resize import avg_pool
 
 STRIDE = 16
+# Trace-time switch of ``AGame.score_object``: ``None``, or which input of the appearance
+# model's ``score`` is behind ``stop_gradient`` ("features", "state" or "both").
+SCORE_GRADIENT_STOP: contextvars.ContextVar = contextvars.ContextVar(
+    "score_gradient_stop", default=None)
 
 
 @flax.struct.dataclass
@@ -162,12 +167,25 @@ class AGame(nn.Module):
         cfg = self.config
         if cfg.no_appearance:
             return None
-        scores = self.appearance.score(state.appearance, feats.app)
+        fitted, app = state.appearance, feats.app
+        stop = SCORE_GRADIENT_STOP.get()              # agame_jax.research.gradient_paths
+        if stop in ("features", "both"):
+            app = jax.lax.stop_gradient(app)
+        if stop in ("state", "both"):
+            fitted = jax.tree_util.tree_map(jax.lax.stop_gradient, fitted)
+        scores = self.appearance.score(fitted, app)
         want = appearance_models.num_scores(cfg)
         if scores.shape[-1] != want:
             raise ValueError(f"appearance model {cfg.appearance!r} scored "
                              f"{scores.shape[-1]} channels; its num_scores says {want}")
         return scores
+
+    def inspect_object(self, state: ObjectState, feats: Features, seg: jax.Array) -> dict:
+        """The appearance model's ``inspect`` maps of one object on one frame (state before
+        the frame's update, soft labels ``seg [h, w, 2]`` that update it)."""
+        if self.config.no_appearance:
+            return {}
+        return self.appearance.inspect(state.appearance, feats.app, seg.astype(jnp.float32))
 
     def decode(self, state: ObjectState, feats: Features, scores):
         """Mask propagation, fusion and upsampler: ``(coarse_logits [..., h, w, 2],

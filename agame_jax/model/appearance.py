@@ -19,7 +19,8 @@ from agame_jax.config import ModelConfig
 
 
 def fit_mixture(feats: jax.Array, soft_labels: jax.Array, var_offset: jax.Array,
-                prior_count: float = 1.0, residual: bool = True) -> gmm.Gaussians:
+                prior_count: float = 1.0, residual: bool = True,
+                covariance: str = "diagonal") -> gmm.Gaussians:
     """Fit the A-GAME mixture to one frame (eqs. 3, 5, 6).
 
     Args:
@@ -28,6 +29,7 @@ def fit_mixture(feats: jax.Array, soft_labels: jax.Array, var_offset: jax.Array,
       var_offset: ``[K, D]`` positive variance offsets (softplus of the parameter).
       prior_count: pseudo-count of ``gmm.fit``.
       residual: also fit the two residual components (K = 4); otherwise K = 2.
+      covariance: ``gmm.COVARIANCES``, within each of the two fits.
 
     Returns:
       ``Gaussians [..., K, D]``. The residual components are fitted with weights
@@ -36,12 +38,21 @@ def fit_mixture(feats: jax.Array, soft_labels: jax.Array, var_offset: jax.Array,
       that look like background), component 3 from the object channel.
     """
     soft_labels = soft_labels.astype(jnp.float32)
-    base = gmm.fit(feats, soft_labels, var_offset[:2], prior_count)
+    base = gmm.fit(feats, soft_labels, var_offset[:2], prior_count, covariance)
     if not residual:
         return base
-    p = jax.nn.softmax(gmm.log_likelihood(base, feats), axis=-1)
-    res = gmm.fit(feats, nn.relu(p - soft_labels), var_offset[2:4], prior_count)
+    res = gmm.fit(feats, residual_weights(base, feats, soft_labels), var_offset[2:4],
+                  prior_count, covariance)
     return jax.tree_util.tree_map(lambda a, b: jnp.concatenate([a, b], axis=-2), base, res)
+
+
+def residual_weights(base: gmm.Gaussians, feats: jax.Array, soft_labels: jax.Array) -> jax.Array:
+    """The residual components' fit weights ``relu(p − y)`` ``[..., N, 2]`` (eqs. 5, 6):
+    ``p`` the posteriors of the two ``base`` components on ``feats [..., N, D]``, ``y`` the
+    soft labels. Channel 0 (→ component 2): object pixels that look like background;
+    channel 1 (→ component 3): background pixels that look like the object."""
+    p = jax.nn.softmax(gmm.log_likelihood(base, feats), axis=-1)
+    return nn.relu(p - soft_labels.astype(jnp.float32))
 
 
 def _split_bf16(a: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -123,6 +134,7 @@ class AppearanceModule(AppearanceModel):
     """
 
     config: ModelConfig = ModelConfig()
+    covariance = "diagonal"        # gmm.COVARIANCES; variants set another
 
     @classmethod
     def num_scores(cls, config: ModelConfig) -> int:
@@ -149,7 +161,8 @@ class AppearanceModule(AppearanceModel):
         cfg = self.config.resolved()
         h, w, d = feats.shape
         g = fit_mixture(feats.reshape(h * w, d), labels.reshape(h * w, -1), self.var_offset(),
-                        cfg.prior_count, residual=not cfg.unimodal_appearance)
+                        cfg.prior_count, residual=not cfg.unimodal_appearance,
+                        covariance=self.covariance)
         if cfg.no_fit_gradient:
             g = jax.lax.stop_gradient(g)
         return g
@@ -163,6 +176,20 @@ class AppearanceModule(AppearanceModel):
         if self.config.no_appearance_update:
             return g
         return gmm.blend(g, self._fit(feats, labels), self.config.update_rate)
+
+    def inspect(self, g: gmm.Gaussians, feats: jax.Array, labels: jax.Array) -> dict:
+        """``posteriors [h, w, K]``: each component's posterior under the current mixture
+        (equal weights; the paper's Fig. 3); with the residual components,
+        ``residual_weights [h, w, 2]``: the weights this frame's refit gives them."""
+        cfg = self.config.resolved()
+        h, w, d = feats.shape
+        x = feats.reshape(h * w, d)
+        out = {"posteriors": gmm.posteriors(g, x).reshape(h, w, -1)}
+        if not cfg.unimodal_appearance:
+            y = labels.reshape(h * w, 2).astype(jnp.float32)
+            base = gmm.fit(x, y, self.var_offset()[:2], cfg.prior_count, self.covariance)
+            out["residual_weights"] = residual_weights(base, x, y).reshape(h, w, 2)
+        return out
 
     def score(self, g: gmm.Gaussians, feats: jax.Array) -> jax.Array:
         """Raw log-likelihoods ``[h, w, K]`` (eq. 8), or their softmax in that ablation."""

@@ -13,7 +13,8 @@ Feedback (what updates an object's state after each frame, at stride 16):
 ``"coarse"`` — softmax of its coarse logits (training; gradients flow through time),
 ``"aggregated"`` — ``[1 − q_j, q_j]`` of the multi-object aggregation, 16×16 pooled
 (DAVIS-2017 / YouTube-VOS testing), ``"fine"`` — its own fine softmax, pooled
-(single-object testing, DAVIS-2016).
+(single-object testing, DAVIS-2016), ``"oracle"`` — given soft labels (the ground truth,
+pooled; for experiments).
 """
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ from agame_jax.model.agame import (STRIDE, AGame, Features, ObjectState,
 from agame_jax.model.aggregation import aggregate
 from agame_jax.model.resize import avg_pool
 
-FEEDBACK_MODES = ("coarse", "aggregated", "fine")
-OUTPUT_KEYS = ("probs", "coarse_logits", "fine_logits", "app_scores")
+FEEDBACK_MODES = ("coarse", "aggregated", "fine", "oracle")
+OUTPUT_KEYS = ("probs", "coarse_logits", "fine_logits", "app_scores", "feedback")
 
 
 @flax.struct.dataclass
@@ -75,7 +76,11 @@ def starting_states(model: AGame, variables, feats: Features, start_index,
     return jax.vmap(fn)(own, starts.init_seg)
 
 
-def _feedback(mode: str, coarse, fine, q):
+def _feedback(mode: str, coarse, fine, q, given=None):
+    if mode == "oracle":
+        if given is None:
+            raise ValueError('feedback "oracle" needs the soft labels of every frame')
+        return given
     if mode == "coarse":
         return jax.nn.softmax(coarse, axis=-1)
     if mode == "aggregated":
@@ -88,7 +93,8 @@ def _feedback(mode: str, coarse, fine, q):
 
 def frame_step(model: AGame, variables, states: ObjectState, feats_t: Features, t,
                starts: ObjectStarts | None = None, fresh: ObjectState | None = None, *,
-               feedback: str = "aggregated", keep: Sequence[str] = ("probs",)):
+               feedback: str = "aggregated", keep: Sequence[str] = ("probs",),
+               oracle: jax.Array | None = None):
     """One frame for all objects: (start objects), predict, aggregate, update.
 
     Args:
@@ -104,12 +110,15 @@ def frame_step(model: AGame, variables, states: ObjectState, feats_t: Features, 
         that starts at ``t > 0`` is also predicted at ``t``.
       feedback: one of ``FEEDBACK_MODES``.
       keep: which outputs to return, from ``OUTPUT_KEYS``.
+      oracle: ``[O, h, w, 2]`` (``[B, O, …]`` for clips) the soft labels that update the
+        states with ``feedback="oracle"``.
 
     Returns:
       ``(states, outputs)``; ``outputs["probs"] [O+1, H, W]`` aggregated probabilities,
       ``coarse_logits [O, h, w, 2]``, ``fine_logits [O, H, W, 2]``, ``app_scores
-      [O, h, w, K]`` (each with the clips' leading ``[B]`` where given). Inactive objects
-      have zero probability and an unchanged state.
+      [O, h, w, K]``, ``feedback [O, h, w, 2]`` the soft labels that updated the states
+      (each with the clips' leading ``[B]`` where given). Inactive objects have zero
+      probability and an unchanged state.
     """
     active = None
     if starts is not None:
@@ -130,11 +139,12 @@ def frame_step(model: AGame, variables, states: ObjectState, feats_t: Features, 
         clamp = model.config.prob_clamp
         q = _over(lead, lambda p: aggregate(p, active, clamp))(
             jax.nn.softmax(fine, axis=-1)[..., 1])
-        seg = _over(lead, lambda c, f, q: _feedback(feedback, c, f, q))(coarse, fine, q)
+        seg = _over(lead, lambda c, f, q, y: _feedback(feedback, c, f, q, y))(
+            coarse, fine, q, oracle)
         update = lambda s, f, y: jax.vmap(lambda s1, y1: model.apply(
             variables, s1, f, y1, method=AGame.update_object))(s, y)
         outputs = {"probs": q, "coarse_logits": coarse, "fine_logits": fine,
-                   "app_scores": scores}
+                   "app_scores": scores, "feedback": seg}
         return _over(lead, update)(states, feats_t, seg), {k: outputs[k] for k in keep}
 
     if starts is None:
