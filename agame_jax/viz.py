@@ -46,22 +46,24 @@ def write_gif(path, frames, duration_ms: int = 100, max_width: int = 480) -> Non
 
 
 def bar_chart(names: list[str], values: list[float], title: str = "J&F-Mean") -> np.ndarray:
-    """A horizontal bar chart of ``values`` in [0, 1], one row per name, ``[H, W, 3]``
-    uint8 (drawn with PIL, so no plotting library is needed)."""
-    from PIL import Image, ImageDraw
-    row, label_w, bar_w, pad = 16, 8 + 7 * max([len(n) for n in names] + [8]), 300, 8
-    height = pad * 2 + row * (len(names) + 1)
-    image = Image.new("RGB", (label_w + bar_w + 60 + pad, height), "white")
-    draw = ImageDraw.Draw(image)
+    """A horizontal bar chart of ``values`` in [0, 1], one row per name, with their mean as
+    a line, ``[H, W, 3]`` uint8 (matplotlib)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     mean = float(np.mean(values)) if values else 0.0
-    draw.text((pad, pad), f"{title}  (mean {mean:.3f})", fill="black")
-    for k, (name, value) in enumerate(zip(names, values)):
-        y = pad + row * (k + 1)
-        draw.text((pad, y + 2), name, fill="black")
-        length = int(bar_w * min(max(value, 0.0), 1.0))
-        draw.rectangle([label_w, y + 2, label_w + max(length, 1), y + row - 3],
-                       fill=tuple(int(c) for c in davis_palette()[1 + k % 20]))
-        draw.text((label_w + length + 4, y + 2), f"{value:.3f}", fill="black")
-    x = label_w + int(bar_w * mean)
-    draw.line([x, pad + row, x, height - pad], fill="gray")
-    return np.asarray(image)
+    fig, ax = plt.subplots(figsize=(6.0, 0.9 + 0.28 * max(len(names), 1)), dpi=100)
+    colours = [tuple(c / 255.0 for c in davis_palette()[1 + k % 20]) for k in range(len(names))]
+    ax.barh(range(len(names)), values, color=colours)
+    for k, value in enumerate(values):
+        ax.text(min(value, 1.0) + 0.01, k, f"{value:.3f}", va="center", fontsize=8)
+    ax.axvline(mean, color="gray", linewidth=1)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1.1)
+    ax.set_title(f"{title}  (mean {mean:.3f})", fontsize=10)
+    fig.tight_layout()
+    fig.canvas.draw()
+    image = np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(fig)
+    return image

@@ -36,6 +36,16 @@ def pytest_configure(config):
     jax.config.update("jax_default_prng_impl", "rbg")
 
 
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("AGAME_SLOW_TESTS") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow (a minute or more on 2 cores); run with "
+                                   "AGAME_SLOW_TESTS=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 def pytest_unconfigure(config):
     cache = getattr(config, "_agame_xla_cache", None)
     if cache is not None:

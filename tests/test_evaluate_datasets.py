@@ -74,8 +74,11 @@ def test_visualize_writes_overlays_and_a_bar_chart(tmp_path, ckpt):
                  "--output", str(out), "--visualize"]) == 0
     assert len(list((out / "visualize" / "a").glob("*.jpg"))) == 4
     assert Image.open(out / "visualize" / "b.gif").n_frames == 3
-    chart = Image.open(out / "visualize" / "per-sequence-JF.png")
-    assert chart.size[1] > 40
+    chart = np.asarray(Image.open(out / "visualize" / "per-sequence-JF.png").convert("RGB"))
+    assert chart.shape[0] > 40
+    # One bar per sequence in the DAVIS palette's first colours.
+    for colour in ((128, 0, 0), (0, 128, 0)):
+        assert np.all(chart == colour, axis=-1).sum() > 100
     assert (out / "global.csv").exists()
 
 

@@ -206,5 +206,5 @@ def test_gradient_through_em_matches_finite_differences():
             g, log_pi = gmm.fit_em(x, jnp.stack([1 - fg, fg], 1), 2, 2, jnp.full((4, 2), 0.3))
             return jnp.sum(jax.nn.log_softmax(gmm.log_likelihood(g, probe) + log_pi, -1)[:, 2])
 
-        check_grads(loss, (x, logits), order=1, modes=["rev"], eps=1e-6,
+        check_grads(jax.jit(loss), (x, logits), order=1, modes=["rev"], eps=1e-6,
                                   atol=1e-7, rtol=1e-6)
