@@ -1,5 +1,5 @@
-"""Table 1 ablation ``appearance_softmax`` (``model.appearance_softmax=True``) on stage 1 (default),
-stage 2 or, with ``:quickstart``, the quickstart (synthetic data, a CPU).
+"""Table 1 ablation ``appearance_softmax``: ``model.appearance_softmax=True`` on stage 1
+(default), stage 2 or, with ``:quickstart``, the quickstart (synthetic data, a CPU).
 
     python train.py --config configs/ablation_appearance_softmax.py --workdir runs/ablation_appearance_softmax ...
     python train.py --config configs/ablation_appearance_softmax.py:stage2 --workdir runs/ablation_appearance_softmax_s2 \\

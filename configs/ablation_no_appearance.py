@@ -1,5 +1,5 @@
-"""Table 1 ablation ``no_appearance`` (``model.no_appearance=True``) on stage 1 (default),
-stage 2 or, with ``:quickstart``, the quickstart (synthetic data, a CPU).
+"""Table 1 ablation ``no_appearance``: ``model.no_appearance=True`` on stage 1
+(default), stage 2 or, with ``:quickstart``, the quickstart (synthetic data, a CPU).
 
     python train.py --config configs/ablation_no_appearance.py --workdir runs/ablation_no_appearance ...
     python train.py --config configs/ablation_no_appearance.py:stage2 --workdir runs/ablation_no_appearance_s2 \\

@@ -1,5 +1,5 @@
-"""Table 1 ablation ``no_appearance_update`` (``model.no_appearance_update=True``) on stage 1 (default),
-stage 2 or, with ``:quickstart``, the quickstart (synthetic data, a CPU).
+"""Table 1 ablation ``no_appearance_update``: ``model.no_appearance_update=True`` on stage 1
+(default), stage 2 or, with ``:quickstart``, the quickstart (synthetic data, a CPU).
 
     python train.py --config configs/ablation_no_appearance_update.py --workdir runs/ablation_no_appearance_update ...
     python train.py --config configs/ablation_no_appearance_update.py:stage2 --workdir runs/ablation_no_appearance_update_s2 \\

@@ -1,5 +1,5 @@
-"""Table 1 ablation ``no_fit_gradient`` (``model.no_fit_gradient=True``) on stage 1 (default),
-stage 2 or, with ``:quickstart``, the quickstart (synthetic data, a CPU).
+"""Table 1 ablation ``no_fit_gradient``: ``model.no_fit_gradient=True`` on stage 1
+(default), stage 2 or, with ``:quickstart``, the quickstart (synthetic data, a CPU).
 
     python train.py --config configs/ablation_no_fit_gradient.py --workdir runs/ablation_no_fit_gradient ...
     python train.py --config configs/ablation_no_fit_gradient.py:stage2 --workdir runs/ablation_no_fit_gradient_s2 \\

@@ -1,5 +1,5 @@
-"""Table 1 ablation ``unimodal_appearance`` (``model.unimodal_appearance=True``) on stage 1 (default),
-stage 2 or, with ``:quickstart``, the quickstart (synthetic data, a CPU).
+"""Table 1 ablation ``unimodal_appearance``: ``model.unimodal_appearance=True`` on stage 1
+(default), stage 2 or, with ``:quickstart``, the quickstart (synthetic data, a CPU).
 
     python train.py --config configs/ablation_unimodal_appearance.py --workdir runs/ablation_unimodal_appearance ...
     python train.py --config configs/ablation_unimodal_appearance.py:stage2 --workdir runs/ablation_unimodal_appearance_s2 \\

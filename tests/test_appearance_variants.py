@@ -23,7 +23,8 @@ def build(name, **options):
         return feats, state, m.score(state, feats[1])
     variables = model.init(jax.random.key(0), method=run)
     feats, state, scores = model.apply(variables, method=run)
-    return cfg, model, variables, np.asarray(feats, np.float64), np.asarray(labels, np.float64), state, scores
+    return (cfg, model, variables, np.asarray(feats, np.float64),
+            np.asarray(labels, np.float64), state, scores)
 
 
 def test_prototype_scores_are_scaled_cosines_of_blended_prototypes():

@@ -40,5 +40,6 @@ def test_unknown_names_and_bad_overrides_are_errors(tmp_path):
         compare.config_for("nope", 0, [])
     with pytest.raises(ValueError, match="FIELD=VALUE"):
         compare.config_for("agame", 0, ["train.num_steps"])
-    config = compare.config_for("agame-em", 3, ["data.height=64", "model.appearance_options={'k': 3}"])
+    config = compare.config_for("agame-em", 3,
+                                ["data.height=64", "model.appearance_options={'k': 3}"])
     assert (config.seed, config.data.height, config.model.appearance_options["k"]) == (3, 64, 3)

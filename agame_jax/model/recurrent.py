@@ -4,10 +4,11 @@ Objects are an axis of fixed size ``O``: the appearance model is vmapped over it
 heads (``AGame.decode``) run on all objects, and in training all clips, as one batch.
 The backbone runs on all frames of a clip or chunk in one batch (``AGame.encode``)
 before ``jax.lax.scan`` carries the light per-object heads over the frames
-(``scan_frames``): the one scan that training and inference share. They differ only in bookkeeping: a training clip's objects are all
-given at its first frame, which is not in the scan; an inference chunk holds pieces of
-up to G videos one after another, whose objects start at frames inside the chunk
-(``ObjectStarts``) and which includes each video's frame 0 (given, not predicted).
+(``scan_frames``): the one scan that training and inference share. They differ only in
+bookkeeping: a training clip's objects are all given at its first frame, which is not in
+the scan; an inference chunk holds pieces of up to G videos one after another, whose
+objects start at frames inside the chunk (``ObjectStarts``) and which includes each
+video's frame 0 (given, not predicted).
 
 Feedback (what updates an object's state after each frame, at stride 16):
 ``"coarse"`` — softmax of its coarse logits (training; gradients flow through time),
