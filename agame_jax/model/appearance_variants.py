@@ -136,10 +136,10 @@ def _unit(a: jax.Array) -> jax.Array:
     return a / (jnp.linalg.norm(a, axis=-1, keepdims=True) + 1e-6)
 
 
-@register("prototype")
-class PrototypeAppearance(AppearanceModel):
-    """Cosine similarity to background/object prototypes ``[2, D]`` times a learned
-    temperature (``scale``, started at 10)."""
+class _BlendedTwoScores(AppearanceModel):
+    """Shared by the two-score models: the projection ``conv_in`` (made by ``setup``) and
+    an update that blends the state with the frame's own (``initial``) at the update
+    rate."""
 
     config: ModelConfig = ModelConfig()
 
@@ -147,21 +147,27 @@ class PrototypeAppearance(AppearanceModel):
     def num_scores(cls, config: ModelConfig) -> int:
         return 2
 
+    def project(self, s16):
+        return self.conv_in(s16)
+
+    def update(self, state, feats, labels):
+        return gmm.blend(state, self.initial(feats, labels), self.config.update_rate)
+
+
+@register("prototype")
+class PrototypeAppearance(_BlendedTwoScores):
+    """Cosine similarity to background/object prototypes ``[2, D]`` times a learned
+    temperature (``scale``, started at 10)."""
+
     def setup(self):
         cfg = self.config.resolved()
         self.conv_in = Projection(cfg.appearance_dim, cfg.param_dtype)
         self.scale = self.param("scale", nn.initializers.constant(10.0), (), jnp.float32)
 
-    def project(self, s16):
-        return self.conv_in(s16)
-
     def initial(self, feats, labels):
         y = _flat(labels).astype(jnp.float32)                              # [N, 2]
         total = jnp.sum(y, axis=0)[:, None] + 1e-6
         return jnp.einsum("nk,nd->kd", y, _unit(_flat(feats))) / total
-
-    def update(self, state, feats, labels):
-        return gmm.blend(state, self.initial(feats, labels), self.config.update_rate)
 
     def score(self, state, feats):
         return self.scale * jnp.einsum("hwd,kd->hwk", _unit(feats), _unit(state))
@@ -177,24 +183,15 @@ class RidgeState:
 
 
 @register("ridge")
-class RidgeAppearance(AppearanceModel):
+class RidgeAppearance(_BlendedTwoScores):
     """Ridge regression from features to soft labels, solved in closed form every frame
     (option ``dim``: projection width); learned ``λ = softplus(reg)``, started at 1."""
-
-    config: ModelConfig = ModelConfig()
-
-    @classmethod
-    def num_scores(cls, config: ModelConfig) -> int:
-        return 2
 
     def setup(self):
         cfg = self.config.resolved()
         dim = int(cfg.appearance_option("dim", cfg.appearance_dim))
         self.conv_in = Projection(dim, cfg.param_dtype)
         self.reg = self.param("reg", nn.initializers.constant(0.5413), (), jnp.float32)
-
-    def project(self, s16):
-        return self.conv_in(s16)
 
     @staticmethod
     def _design(feats):
@@ -207,9 +204,6 @@ class RidgeAppearance(AppearanceModel):
         hi = jax.lax.Precision.HIGHEST
         return RidgeState(gram=jnp.einsum("nd,ne->de", x, x, precision=hi) / x.shape[0],
                           cross=jnp.einsum("nd,nk->dk", x, y, precision=hi) / x.shape[0])
-
-    def update(self, state, feats, labels):
-        return gmm.blend(state, self.initial(feats, labels), self.config.update_rate)
 
     def weights(self, state) -> jax.Array:
         """The regression weights ``[D+1, 2]`` that ``score`` applies."""
