@@ -133,7 +133,9 @@ class EMAppearance(AppearanceModel):
 
 
 def _unit(a: jax.Array) -> jax.Array:
-    return a / (jnp.linalg.norm(a, axis=-1, keepdims=True) + 1e-6)
+    # rsqrt(|a|² + ε) rather than a / |a|: the gradient of |a| is 0/0 at a zero vector
+    # (the prototype of an object absent from its first frame, a padding slot).
+    return a * jax.lax.rsqrt(jnp.sum(jnp.square(a), axis=-1, keepdims=True) + 1e-12)
 
 
 class _BlendedTwoScores(AppearanceModel):
