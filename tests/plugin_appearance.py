@@ -3,6 +3,7 @@ class prototypes from the soft labels, cosine similarities as scores. Importing 
 module registers it as ``"test-prototypes"``; ``plugin_train_config`` is a tiny training
 config that uses it (a config file imports this module, then returns it)."""
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from agame_jax.appearance import AppearanceModel, register
@@ -33,7 +34,8 @@ class Prototypes(AppearanceModel):
         return (1 - rate) * state + rate * self.initial(feats, labels)
 
     def score(self, state, feats):
-        unit = lambda a: a / (jnp.linalg.norm(a, axis=-1, keepdims=True) + 1e-6)
+        # rsqrt(|a|² + ε): finite gradient at a zero prototype (an absent object)
+        unit = lambda a: a * jax.lax.rsqrt(jnp.sum(a * a, axis=-1, keepdims=True) + 1e-12)
         return self.temperature * jnp.einsum("hwd,kd->hwk", unit(feats), unit(state))
 
 

@@ -55,7 +55,11 @@ def test_every_registered_model_conforms(name, tmp_path):
     model = appearance.get(name)(cfg)
     rng = np.random.default_rng(0)
     s16 = jnp.asarray(rng.standard_normal((3, 2, 4, 5, cfg.feature_channels[2])), jnp.float32)
-    fg = jnp.asarray(rng.uniform(size=(3, 2, 4, 5)), jnp.float32)    # [T, O, h, w] soft labels
+    fg = rng.uniform(size=(3, 2, 4, 5)).astype(np.float32)            # [T, O, h, w] soft labels
+    # Object 1 is absent from its first frame (a padding slot in training): its state and
+    # gradients must stay finite (a prototype's a / |a| has a 0/0 gradient there).
+    fg[0, 1] = 0.0
+    fg = jnp.asarray(fg)
     labels = jnp.stack([1 - fg, fg], -1)
 
     def init(m):
@@ -82,10 +86,11 @@ def test_every_registered_model_conforms(name, tmp_path):
     assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree_util.tree_leaves(fit_grads))
 
 
-@pytest.mark.parametrize("name", ["agame", "agame-em", "test-prototypes"])
+@pytest.mark.parametrize("name", ["agame-em"])
 def test_checkpoints_record_the_appearance_model(name, tmp_path):
-    """Inside the full tiny model: a checkpoint round trip that records the model (the
-    stock one, a built-in with another state, one from outside the package)."""
+    """Inside the full tiny model: a checkpoint round trip that records the model (a
+    built-in with another state than the stock one; the stock model's checkpoints are
+    tested throughout, the outside model's through train.py below)."""
     from agame_jax import checkpoint
     cfg = tiny_config(appearance=name, appearance_options=MODELS[name])
     variables = init_variables(cfg, jax.random.key(1))
