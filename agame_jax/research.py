@@ -28,6 +28,7 @@ import numpy as np
 
 from agame_jax.api import check_variables
 from agame_jax.config import ModelConfig
+from agame_jax.lanes import VOID_ID
 from agame_jax.model import recurrent
 from agame_jax.model.agame import (SCORE_GRADIENT_STOP, STRIDE, AGame, ObjectState,
                                    pool_labels)
@@ -60,7 +61,7 @@ class Trace:
 
 
 def _object_masks(first_labels: np.ndarray) -> tuple[np.ndarray, list[int]]:
-    ids = [int(i) for i in np.unique(first_labels) if i not in (0, 255)]
+    ids = [int(i) for i in np.unique(first_labels) if i not in (0, VOID_ID)]
     if not ids:
         raise ValueError("the first frame's label map holds no object")
     return np.stack([first_labels == i for i in ids]).astype(np.float32), ids
