@@ -120,7 +120,7 @@ def test_conversion_errors_name_the_tensors():
     assert "1 unexpected: layer9.0.conv1.weight" in msg
 
 
-def test_authors_checkpoint_through_cli_and_orbax(authors_state_dict, tmp_path):
+def test_authors_checkpoint_through_cli_and_orbax(authors_state_dict, tmp_path, capsys):
     """npz of the authors' state dict → CLI → orbax gives exactly the in-process conversion
     (whose outputs match the authors', tests/test_parity_authors.py)."""
     np.savez(tmp_path / "agame.npz", **authors_state_dict)
@@ -139,13 +139,14 @@ def test_authors_checkpoint_through_cli_and_orbax(authors_state_dict, tmp_path):
     assert got.keys() == want.keys()
     for key in want:
         np.testing.assert_array_equal(got[key], want[key], err_msg=key)
-    # A truncated file names what is missing and exits non-zero.
+    # A truncated file names what is missing and exits non-zero (the CLI's main, in
+    # this process: the subprocess above showed the entry point).
+    from agame_jax.convert import main
     partial = {k: v for k, v in authors_state_dict.items() if "segmod" not in k}
     np.savez(tmp_path / "partial.npz", **partial)
-    run = subprocess.run([sys.executable, "-m", "agame_jax.convert", "agame",
-                          str(tmp_path / "partial.npz"), str(tmp_path / "bad")],
-                         capture_output=True, text=True)
-    assert run.returncode == 1 and "trackseg.segmod.predictor.conv.weight" in run.stderr
+    assert main(["agame", str(tmp_path / "partial.npz"), str(tmp_path / "bad")]) == 1
+    assert "trackseg.segmod.predictor.conv.weight" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.torch

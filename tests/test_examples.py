@@ -3,7 +3,6 @@ import runpy
 import sys
 from pathlib import Path
 
-import pytest
 
 from agame_jax import checkpoint
 from agame_jax.api import check_variables
@@ -25,10 +24,36 @@ def test_the_shipped_model_is_the_quickstart_model():
     assert '"JF"' in info
 
 
-@pytest.mark.slow
-def test_look_inside_runs_and_draws_its_figures(monkeypatch):
-    figures = ROOT / "examples" / "figures"
-    monkeypatch.setattr(sys, "argv", ["look_inside.py"])
-    runpy.run_path(str(ROOT / "examples" / "look_inside.py"), run_name="__main__")
-    for name in ("posteriors", "drift_and_update_rate", "gradient_paths"):
-        assert (figures / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+def _run_example(name, monkeypatch, *args):
+    """Run ``examples/NAME.py`` as a script (in this process: the imports are warm)."""
+    monkeypatch.setattr(sys, "argv", [name, *map(str, args)])
+    runpy.run_path(str(ROOT / "examples" / name), run_name="__main__")
+
+
+def _assert_pngs(folder, *names):
+    for name in names:
+        assert (folder / f"{name}.png").read_bytes()[:4] == b"\x89PNG", name
+
+
+def test_mixture_alone_draws_and_checks_its_gradient(tmp_path, monkeypatch, capsys):
+    _run_example("mixture_alone.py", monkeypatch, tmp_path)  # asserts the gradient check
+    _assert_pngs(tmp_path, "mixture_alone")
+    assert "largest relative difference" in capsys.readouterr().out
+
+
+def test_my_variant_registers_trains_and_segments(tmp_path, monkeypatch, capsys):
+    from agame_jax import appearance
+    _run_example("my_variant.py", monkeypatch, "--tiny", "--steps", "2",
+                 "--workdir", tmp_path)
+    assert "two-gaussians" in appearance.registered()
+    out = capsys.readouterr().out
+    assert "trained 2 steps" in out and "two-gaussians" in out
+    cfg, _ = checkpoint.load_variables(tmp_path)
+    assert cfg.appearance == "two-gaussians"
+
+
+def test_look_inside_draws_its_figures(tmp_path, monkeypatch, capsys):
+    _run_example("look_inside.py", monkeypatch, "--quick", "--figures", tmp_path)
+    _assert_pngs(tmp_path, "posteriors", "drift_and_update_rate", "gradient_paths")
+    out = capsys.readouterr().out
+    assert "appearance  via_features" in out

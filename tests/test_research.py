@@ -40,7 +40,11 @@ def test_trace_equals_the_segmenter_and_a_loop_over_frame_step(tiny_model):
         states, out = step(states, feats_t, t)
         for key, got in (("probs", tr.probs), ("fine_logits", tr.fine_logits),
                          ("app_scores", tr.scores), ("feedback", tr.feedback)):
+            assert isinstance(got, np.ndarray), key
             np.testing.assert_allclose(got[t], out[key], rtol=1e-5, atol=1e-5)
+        for got, logits in ((tr.coarse_probs, out["coarse_logits"]),
+                            (tr.fine_probs, out["fine_logits"])):
+            np.testing.assert_allclose(got[t], jax.nn.softmax(logits)[..., 1], atol=1e-5)
         np.testing.assert_allclose(tr.states.appearance.mean[t], states.appearance.mean,
                                    rtol=1e-5, atol=1e-6)
         # Fig. 3's posteriors and the residual weights, from the state before the update.
@@ -48,13 +52,34 @@ def test_trace_equals_the_segmenter_and_a_loop_over_frame_step(tiny_model):
         for o in range(2):
             g = jax.tree_util.tree_map(lambda x: x[o], before.appearance)
             post = gmm.posteriors(g, app)
-            np.testing.assert_allclose(tr.inspect["posteriors"][t, o].reshape(-1, 4), post,
+            np.testing.assert_allclose(tr.posteriors[t, o].reshape(-1, 4), post,
                                        rtol=1e-4, atol=1e-6)
             y = np.asarray(out["feedback"][o]).reshape(-1, 2)
             base = gmm.fit(app, y, var_offset[:2], cfg.prior_count)
             np.testing.assert_allclose(tr.inspect["residual_weights"][t, o].reshape(-1, 2),
                                        residual_weights(base, app, y), rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(tr.inspect["posteriors"][1:].sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(tr.posteriors[1:].sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(tr.fine_probs[0], masks)                   # the given frame
+
+
+def test_trace_records_what_is_asked_and_softmaxes_scores_without_inspect():
+    """``record`` keeps only the names given (the rest is ``None``); a model without its
+    own ``inspect`` (the prototype model) gets the softmax over its score channels as
+    posteriors."""
+    from agame_jax import init_variables
+    from conftest import tiny_config
+    cfg = tiny_config(appearance="prototype")
+    variables = init_variables(cfg, jax.random.key(1))
+    frames, labels = two_objects(np.random.default_rng(3), t=3)
+    tr = research.trace(cfg, variables, frames, labels[0], record=("scores", "posteriors"))
+    assert tr.probs is None and tr.states is None and tr.inspect == {}
+    assert tr.scores.shape == (3, 2, 3, 4, 2) and isinstance(tr.posteriors, np.ndarray)
+    np.testing.assert_allclose(tr.posteriors[1:], jax.nn.softmax(tr.scores[1:]), atol=1e-6)
+    np.testing.assert_array_equal(tr.posteriors[0], 0.0)
+    with pytest.raises(ValueError, match="cannot record \\['residual_weights'\\]"):
+        research.trace(cfg, variables, frames, labels[0], record=("residual_weights",))
+    with pytest.raises(TypeError, match="sequence of names"):
+        research.trace(cfg, variables, frames, labels[0], record="scores")
 
 
 def test_trace_feeds_back_what_it_is_asked_to(tiny_model):
@@ -79,11 +104,16 @@ def test_gradient_paths_add_up_and_separate_the_fit(tiny_model):
     frames, masks = random_clip(np.random.default_rng(2), t=3, h=32, w=32, batch=1)
     model = AGame(cfg)
 
-    def loss(params):            # coarse logits only: the upsampler is not compiled
-        v = {"params": params, "batch_stats": variables["batch_stats"]}
+    # Only the two modules the assertions read are differentiated: a backward pass
+    # through the backbone would triple the compile time and add nothing here.
+    studied = {k: variables["params"][k] for k in ("appearance", "mask_prop")}
+
+    def loss(studied):           # coarse logits only: the upsampler is not compiled
+        v = {"params": {**variables["params"], **studied},
+             "batch_stats": variables["batch_stats"]}
         out, _ = recurrent.forward_clips(model, v, frames, masks[:, :1], keep=("coarse_logits",))
         return jnp.mean(jax.nn.log_softmax(out["coarse_logits"])[..., 1])
-    paths = research.gradient_paths(loss, variables["params"])
+    paths = research.gradient_paths(loss, studied)
     leaves = lambda name: jax.tree_util.tree_leaves(paths[name])
     for total, *parts in zip(*(leaves(k) for k in ("total", "via_state", "via_features",
                                                    "elsewhere"))):

@@ -176,11 +176,15 @@ def test_stream_reads_a_long_video_lazily_with_flat_memory(tiny):
         tracemalloc.stop()
         return count, peak
 
+    # Traced and compiled before memory is watched (tracemalloc slows tracing severalfold,
+    # and compiling's memory is not the stream's); both lengths end on a 36-frame piece.
+    for _ in seg.stream(frames(100), {0: mask}):
+        pass
     short = consume(100)
-    long = consume(1500)
-    assert (short[0], long[0]) == (100, 1500)
+    long = consume(1508)
+    assert (short[0], long[0]) == (100, 1508)
     assert 64 <= state["ahead"] < 2 * 64              # the next chunk, not more
-    assert long[1] < short[1] * 1.5 + 2 ** 20, (short[1], long[1])
+    assert long[1] < short[1] * 1.5 + 2 ** 18, (short[1], long[1])   # 1508 labels: 580 kB
 
 
 def test_segmenter_runs_on_the_device_it_is_given_and_settings_are_fixed(tiny):

@@ -22,10 +22,20 @@ from agame_jax.model.heads import Fusion, MaskPropagation, Upsampler
 from agame_jax.model.resize import avg_pool
 
 STRIDE = 16
-# Trace-time switch of ``AGame.score_object``: ``None``, or which input of the appearance
-# model's ``score`` is behind ``stop_gradient`` ("features", "state" or "both").
+# Trace-time switch of ``AGame.score_object``: ``None``, which input of the appearance
+# model's ``score`` is behind ``stop_gradient`` ("features", "state" or "both"), or a pair
+# of traced scalars, the fractions of the gradient passed to the features and the state.
 SCORE_GRADIENT_STOP: contextvars.ContextVar = contextvars.ContextVar(
     "score_gradient_stop", default=None)
+
+
+def _pass_gradient(x: jax.Array, fraction: jax.Array) -> jax.Array:
+    """``x`` unchanged, its gradient times ``fraction`` (a traced 0 or 1 lets one compiled
+    program both pass and stop it)."""
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+        return x
+    fixed = jax.lax.stop_gradient(x)
+    return fixed + fraction.astype(x.dtype) * (x - fixed)
 
 
 @flax.struct.dataclass
@@ -169,6 +179,9 @@ class AGame(nn.Module):
             return None
         fitted, app = state.appearance, feats.app
         stop = SCORE_GRADIENT_STOP.get()              # agame_jax.research.gradient_paths
+        if isinstance(stop, tuple):                   # traced (features, state) pass-through
+            app = _pass_gradient(app, stop[0])
+            fitted = jax.tree_util.tree_map(lambda x: _pass_gradient(x, stop[1]), fitted)
         if stop in ("features", "both"):
             app = jax.lax.stop_gradient(app)
         if stop in ("state", "both"):
