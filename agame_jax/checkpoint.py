@@ -105,10 +105,22 @@ def load_variables(path: str | Path, prefer: str = "best") -> tuple[ModelConfig,
     path = resolve(path, prefer)
     cfg = load_model_config(path)
     with ocp.StandardCheckpointer() as ckptr:
-        stored = ckptr.metadata(path / VARIABLES_DIR).item_metadata
+        stored = _readable(path, lambda: ckptr.metadata(path / VARIABLES_DIR).item_metadata)
         check_variables(cfg, stored.tree if hasattr(stored, "tree") else stored)
-        variables = ckptr.restore(path / VARIABLES_DIR, variable_shapes(cfg))
+        variables = _readable(path, lambda: ckptr.restore(path / VARIABLES_DIR,
+                                                          variable_shapes(cfg)))
     return cfg, dict(variables)
+
+
+def _readable(path: Path, read):
+    """``read()``, with any failure of the files under ``path`` (truncated, deleted) as one
+    ``CheckpointError`` naming it."""
+    try:
+        return read()
+    except Exception as e:              # orbax and tensorstore raise many types for damage
+        reason = " ".join(str(e).split())[:200] or type(e).__name__
+        raise CheckpointError(f"checkpoint {path} is damaged or incomplete "
+                              f"({type(e).__name__}: {reason})") from e
 
 
 def export_best(workdir: str | Path, variables: dict, model_config, info: dict) -> Path:
@@ -128,6 +140,10 @@ def export_best(workdir: str | Path, variables: dict, model_config, info: dict) 
     return final
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read (damaged, or none intact)."""
+
+
 class TrainCheckpointer:
     """Save and restore training steps under ``directory`` (``WORKDIR/checkpoints``),
     keeping the newest ``keep``."""
@@ -141,6 +157,36 @@ class TrainCheckpointer:
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        """The complete (committed) steps on disk, oldest first."""
+        return sorted(self.manager.all_steps())
+
+    def restore_newest_intact(self, variables_template: dict, opt_state_template, log=print):
+        """``(step, (variables, opt_state, data_state, meta))`` of the newest step that
+        restores; each damaged one (a truncated or deleted file) is reported by ``log`` in
+        one line naming it. Raises ``CheckpointError`` when none restores."""
+        damaged = []
+        for step in reversed(self.all_steps()):
+            try:
+                restored = self.restore(step, variables_template, opt_state_template)
+            except Exception as e:      # orbax and tensorstore raise many types for damage
+                reason = " ".join(str(e).split())[:200] or type(e).__name__
+                log(f"warning: checkpoint {self.directory / str(step)} is damaged and is "
+                    f"skipped ({type(e).__name__}: {reason})")
+                damaged.append(step)
+                continue
+            # Out of the way (kept, not deleted), so that training can write those steps.
+            for bad in damaged:
+                target = self.directory / f"damaged_{bad}"
+                (self.directory / str(bad)).replace(target)
+                log(f"moved the damaged checkpoint to {target}")
+            if damaged:
+                self.manager.reload()
+            return step, restored
+        raise CheckpointError(f"no intact checkpoint in {self.directory} (damaged: "
+                              f"{', '.join(map(str, damaged))}); move the directory away to "
+                              "start over")
 
     def save(self, step: int, variables: dict, opt_state, data_state: dict, meta: dict,
              model_config) -> None:

@@ -58,7 +58,7 @@ def test_davis2016_mode_merges_objects(tmp_path):
                  "--data-root", str(SAMPLE), "--sequences", "blackswan"]) == 1   # id 3 > 1
 
 
-def test_segment_and_score_with_a_checkpoint(tmp_path, tiny_model):
+def test_segment_and_score_with_a_checkpoint(tmp_path, tiny_model, capsys):
     dataset = "davis2017"
     cfg, variables = tiny_model
     ckpt = checkpoint.save_variables(tmp_path / "ckpt", variables, cfg)
@@ -81,6 +81,15 @@ def test_segment_and_score_with_a_checkpoint(tmp_path, tiny_model):
                  "--sequences", "rollerblade", "--output", str(out), "--resume"]) == 0
     assert json.loads((out / "timing.json").read_text())["skipped_videos"] == 1
     assert _global(out) == g
+    # A damaged checkpoint: one line naming it, exit status 1, nothing written.
+    largest = max((p for p in ckpt.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    largest.write_bytes(largest.read_bytes()[:100])
+    capsys.readouterr()
+    assert main(["--checkpoint", str(ckpt), "--dataset", dataset, "--data-root", str(SAMPLE),
+                 "--sequences", "rollerblade", "--output", str(tmp_path / "out2")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"checkpoint {ckpt} is damaged or incomplete" in err
+    assert not (tmp_path / "out2").exists()
 
 
 def test_model_overrides_change_settings_not_parameters(tmp_path, tiny_model, capsys):

@@ -39,6 +39,8 @@ def _leaves(path):
     return jax.tree_util.tree_leaves(variables)
 
 
+# orbax leaves an asyncio callback behind when the restore of a damaged file fails.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_resume_gives_the_same_parameters_as_one_run(tmp_path):
     from agame_jax.train import train_and_evaluate
     one, two = tmp_path / "one", tmp_path / "two"
@@ -50,6 +52,7 @@ def test_resume_gives_the_same_parameters_as_one_run(tmp_path):
     assert resumed["step"] == 4
     for a, b in zip(_leaves(one / "checkpoints" / "4"), _leaves(two / "checkpoints" / "4")):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    _damaged_checkpoints_are_named_and_skipped(one, two)
     # Workdir contents: config, metrics with validation, kept steps, the best export.
     assert json.loads((one / "config.json").read_text())["train"]["num_steps"] == 4
     records = [json.loads(line) for line in (one / "metrics.jsonl").read_text().splitlines()]
@@ -73,6 +76,42 @@ def test_resume_gives_the_same_parameters_as_one_run(tmp_path):
     mask[8:20, 8:20] = 1
     labels, _ = segmenter(frames, {0: mask})
     assert labels.shape == (2, 32, 32)
+
+
+def _truncate_largest_file(directory):
+    largest = max((p for p in directory.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    largest.write_bytes(largest.read_bytes()[: largest.stat().st_size // 2])
+
+
+def _damaged_checkpoints_are_named_and_skipped(one, two):
+    """A truncated newest checkpoint: loading it is a one-line error naming it; training
+    reports it, moves it aside, resumes from the one before and ends where an
+    uninterrupted run ends. With none intact, training stops with a clear message."""
+    from agame_jax import checkpoint
+    from agame_jax.train import train_and_evaluate
+    _truncate_largest_file(two / "checkpoints" / "4" / "variables")
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=r"checkpoint .*checkpoints/4 is damaged or incomplete"):
+        checkpoint.load_variables(two / "checkpoints" / "4")
+    logged = []
+    from agame_jax.train import loop
+    real_log = loop._log
+    loop._log = lambda *a: (logged.append(" ".join(map(str, a))), real_log(*a))
+    try:
+        train_and_evaluate(tiny_train_config(4, validate=False), two)
+    finally:
+        loop._log = real_log
+    assert any(line.startswith("warning: checkpoint ") and "checkpoints/4 is damaged" in line
+               for line in logged), logged
+    assert any("resumed from" in line and "(step 2)" in line for line in logged), logged
+    assert (two / "checkpoints" / "damaged_4").is_dir()
+    for a, b in zip(_leaves(one / "checkpoints" / "4"), _leaves(two / "checkpoints" / "4")):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    for step in ("2", "4"):
+        _truncate_largest_file(two / "checkpoints" / step / "variables")
+    with pytest.raises(checkpoint.CheckpointError, match="no intact checkpoint in .*checkpoints "
+                                                         r"\(damaged: 4, 2\)"):
+        train_and_evaluate(tiny_train_config(6, validate=False), two)
 
 
 def test_half_written_step_is_ignored(tmp_path):
@@ -218,3 +257,48 @@ def test_progress_prints_to_the_current_stdout(monkeypatch):
     monkeypatch.setattr(sys, "stdout", second)
     progress.line(2, {"loss": 0.5, "learning_rate": 1e-3})
     assert "step 2/10" in second.getvalue()
+
+
+def test_a_non_finite_step_stops_or_is_skipped_and_never_saved(tmp_path, monkeypatch, capsys):
+    """The third batch makes the loss NaN. ``train.nonfinite="stop"`` ends training with
+    a message naming step 3 and the last good checkpoint (step 2), writing nothing after
+    it; ``"skip"`` leaves that update out, counts it, logs it, and finishes with finite
+    weights whose checkpoint records the count."""
+    import jax.numpy as jnp
+    from agame_jax.train import loop, step as step_module
+    real_loss, real_batch = step_module.clip_loss, loop._global_batch
+
+    def poisoned_loss(model, v, frames, labels, **kw):       # all labels void: NaN
+        losses, stats = real_loss(model, v, frames, labels, **kw)
+        bad = jnp.all(labels == 255)
+        return {**losses, "loss": jnp.where(bad, jnp.nan, losses["loss"])}, stats
+    batches = []
+
+    def third_batch_void(mesh, local):
+        batches.append(1)
+        if len(batches) == 3:
+            local = {**local, "labels": np.full_like(local["labels"], 255)}
+        return real_batch(mesh, local)
+    monkeypatch.setattr(step_module, "clip_loss", poisoned_loss)
+    monkeypatch.setattr(loop, "_global_batch", third_batch_void)
+
+    config = tiny_train_config(4, validate=False)
+    with pytest.raises(FloatingPointError, match=r"step 3: the loss or the gradients are not "
+                                                 r"finite.*Last good checkpoint: .*checkpoints/2"):
+        loop.train_and_evaluate(config, tmp_path / "stop")
+    assert sorted(p.name for p in (tmp_path / "stop" / "checkpoints").iterdir()) == ["2"]
+
+    batches.clear()
+    config = tiny_train_config(4, validate=False)
+    config.train.nonfinite = "skip"
+    final = loop.train_and_evaluate(config, tmp_path / "skip")
+    assert final["step"] == 4 and final["skipped_steps"] == 1
+    assert "(the first at step 3); their updates were skipped" in capsys.readouterr().out
+    records = [json.loads(line) for line in
+               (tmp_path / "skip" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["skipped_steps"] for r in records] == [0, 0, 1, 1]
+    assert np.isnan(records[2]["loss"]) and np.isfinite(records[3]["loss"])
+    assert all(np.isfinite(np.asarray(x)).all()
+               for x in _leaves(tmp_path / "skip" / "checkpoints" / "4"))
+    meta = json.loads((tmp_path / "skip" / "checkpoints" / "4" / "meta" / "metadata").read_text())
+    assert meta["nonfinite_skipped"] == 1

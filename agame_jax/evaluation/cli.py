@@ -313,8 +313,8 @@ def main(argv=None) -> int:
             rank, size = jax.process_index(), jax.process_count()
             mine = videos[rank::size]
             output = results = args.output
+            cfg, variables = checkpoint.load_variables(args.checkpoint)   # before any writing
             output.mkdir(parents=True, exist_ok=True)
-            cfg, variables = checkpoint.load_variables(args.checkpoint)
             if args.model:
                 cfg = _override_model(cfg, variables, args.model)
             local = jax.local_devices()

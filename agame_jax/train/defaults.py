@@ -66,6 +66,8 @@ def base_config() -> ml_collections.ConfigDict:
     t.coarse_weight = 1.0               # stage 2: 0 (fine loss only)
     t.include_first_frame = True        # average the loss over frame 0 too, as the authors
     t.remat = False                     # jax.checkpoint over the per-frame step
+    t.nonfinite = "stop"                # a step with a non-finite loss or gradient: "stop"
+                                        # training, or "skip" its update and count it
     t.init_checkpoint = ""              # start from these weights (stage 2: a stage-1 run)
     t.require_init_checkpoint = False   # stage 2: refuse to start without init_checkpoint
     t.backbone_init = ""                # converted torchvision ResNet-101 (ImageNet) weights

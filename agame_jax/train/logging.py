@@ -91,6 +91,8 @@ class Progress:
             if "loss_coarse" in scalars:
                 parts[-1] += f" (fine {scalars['loss_fine']:.4f}, coarse {scalars['loss_coarse']:.4f})"
             parts.append(f"lr {scalars['learning_rate']:.2e}")
+            if scalars.get("skipped_steps"):
+                parts.append(f"{scalars['skipped_steps']:.0f} non-finite steps skipped")
             if first:
                 parts.append(f"compile + first step {seconds:.1f} s")
             else:

@@ -9,7 +9,6 @@ improvement).
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from pathlib import Path
 
@@ -46,6 +45,9 @@ class Schedule:
         if total < 1:
             raise ValueError("train.num_steps / train.num_epochs give no steps to run")
         return cls(per_epoch, int(total))
+
+
+NONFINITE_POLICIES = ("stop", "skip")
 
 
 def clip_spec(data) -> ClipSpec:
@@ -160,6 +162,9 @@ def train_and_evaluate(config, workdir: str | Path) -> dict:
     if config.train.batch_size % mesh.size:
         raise ValueError(f"train.batch_size {config.train.batch_size} is not divisible by the "
                          f"{mesh.size} devices")
+    if config.train.nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f"train.nonfinite must be one of {NONFINITE_POLICIES}, "
+                         f"got {config.train.nonfinite!r}")
     lr = optim.learning_rate_schedule(config.train.learning_rate,
                                       config.train.lr_decay_per_epoch, schedule.steps_per_epoch)
     optimizer = optim.adam_coupled_l2(lr, config.train.weight_decay)
@@ -173,11 +178,15 @@ def train_and_evaluate(config, workdir: str | Path) -> dict:
          f"({schedule.steps_per_epoch} steps per epoch)")
 
     ckpt = checkpoint.TrainCheckpointer(workdir / "checkpoints", config.train.keep_checkpoints)
-    latest = ckpt.latest_step()
-    if latest is not None:
+    if ckpt.all_steps():
         shapes = variable_shapes(model_config)
         state0 = jax.eval_shape(lambda v: create_train_state(v, model_config, optimizer), shapes)
-        variables, opt_state, data_state, meta = ckpt.restore(latest, shapes, state0.opt_state)
+        try:
+            latest, (variables, opt_state, data_state, meta) = ckpt.restore_newest_intact(
+                shapes, state0.opt_state, log=_log)
+        except checkpoint.CheckpointError:
+            ckpt.close()
+            raise
         state = create_train_state(variables, model_config, optimizer)
         state = state.replace(step=jax.numpy.asarray(latest, jax.numpy.int32),
                               opt_state=jax.tree_util.tree_map(jax.numpy.asarray, opt_state))
@@ -210,7 +219,38 @@ def train_and_evaluate(config, workdir: str | Path) -> dict:
     t_start = time.perf_counter()
     step = start
 
+    skipped_before = meta.get("nonfinite_skipped", 0)      # by earlier runs of this workdir
+    reported = [0]
+
+    def check_finite(step) -> int:
+        """Act on steps whose update was not applied (non-finite loss or gradient): stop
+        with a message, or warn once per new one and go on. Returns how many so far."""
+        skipped, first = (int(x) for x in jax.device_get((state.skipped, state.first_skipped)))
+        if skipped > reported[0]:
+            latest = ckpt.latest_step()
+            good = "none" if latest is None else str(ckpt.directory / str(latest))
+            if config.train.nonfinite == "stop":
+                raise FloatingPointError(
+                    f"step {first}: the loss or the gradients are not finite; training stops "
+                    f"without saving (its update was not applied). Last good checkpoint: "
+                    f"{good}. Lower train.learning_rate, or set train.nonfinite=skip to skip "
+                    "such steps.")
+            _log(f"warning: {skipped - reported[0]} step(s) with a non-finite loss or gradient "
+                 f"by step {step} (the first at step {first}); their updates were skipped "
+                 f"({skipped_before + skipped} in this workdir)")
+            reported[0] = skipped
+        return skipped
+
     def save(step):
+        meta["nonfinite_skipped"] = skipped_before + check_finite(step)
+        # The step never applies a non-finite update; this makes sure before anything is
+        # written (one reduction per save).
+        finite = jax.tree_util.tree_reduce(
+            lambda a, b: a & b, jax.tree_util.tree_map(lambda x: jax.numpy.isfinite(x).all(),
+                                                       state.variables))
+        if not bool(jax.device_get(finite)):
+            raise FloatingPointError(f"the weights at step {step} are not finite; nothing was "
+                                     f"saved (last checkpoint: {ckpt.latest_step()})")
         ckpt.save(step, state.variables, state.opt_state, iterator.get_state(), meta,
                   model_config)
 
@@ -245,9 +285,7 @@ def train_and_evaluate(config, workdir: str | Path) -> dict:
             log_now = step % config.train.log_every == 0 or step == schedule.total_steps
             if log_now or step == start + 1:
                 scalars = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                if not math.isfinite(scalars["loss"]):
-                    raise FloatingPointError(f"loss is {scalars['loss']} at step {step}; "
-                                             "lower train.learning_rate?")
+                scalars["skipped_steps"] = skipped_before + check_finite(step)
                 scalars["learning_rate"] = float(lr(step - 1))
                 scalars["epoch"] = (step - 1) // schedule.steps_per_epoch
                 scalars.update(progress.line(step, scalars, first=step == start + 1))

@@ -21,13 +21,18 @@ from agame_jax.model.agame import AGame
 
 @flax.struct.dataclass
 class TrainState:
-    """``step`` int32 scalar; ``trainable``/``frozen`` params; ``batch_stats``; ``opt_state``."""
+    """``step`` int32 scalar; ``trainable``/``frozen`` params; ``batch_stats``; ``opt_state``;
+    ``skipped`` int32: steps whose loss or gradients were not finite, so that their update
+    was not applied; ``first_skipped`` int32: the first such step (0: none)."""
 
     step: jax.Array
     trainable: dict
     frozen: dict
     batch_stats: dict
     opt_state: optax.OptState
+    skipped: jax.Array = flax.struct.field(default_factory=lambda: jax.numpy.zeros((), "int32"))
+    first_skipped: jax.Array = flax.struct.field(
+        default_factory=lambda: jax.numpy.zeros((), "int32"))
 
     @property
     def variables(self) -> dict:
@@ -63,8 +68,10 @@ def make_train_step(model_config, optimizer: optax.GradientTransformation, mesh=
     ``frames [B, T, H, W, 3]`` uint8 and ``labels [B, T, H, W]`` (objects
     1..``num_objects``, 0 background, 255 ignored; the authors' recipe is one object) are
     split over the mesh's ``"data"`` axis (B divisible by its size). The input state is
-    donated. ``dtype="auto"`` is resolved for the mesh's devices. ``metrics``: ``loss``, ``loss_fine``, ``loss_coarse``,
-    ``grad_norm`` (replicated scalars).
+    donated. ``dtype="auto"`` is resolved for the mesh's devices. ``metrics``: ``loss``,
+    ``loss_fine``, ``loss_coarse``, ``grad_norm`` (replicated scalars). A step whose loss
+    or gradient norm is not finite changes nothing but ``step`` and the state's
+    ``skipped``/``first_skipped`` counters.
     """
     mesh = make_mesh() if mesh is None else mesh
     cfg = ModelConfig.from_any(model_config).resolved(mesh.devices.flat[0].platform)
@@ -85,10 +92,23 @@ def make_train_step(model_config, optimizer: optax.GradientTransformation, mesh=
         (_, (losses, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state.trainable)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.trainable)
-        new_state = state.replace(step=state.step + 1,
-                                  trainable=optax.apply_updates(state.trainable, updates),
-                                  batch_stats=new_stats, opt_state=opt_state)
-        return new_state, {**losses, "grad_norm": optax.tree.norm(grads)}
+        grad_norm = optax.tree.norm(grads)
+        # A step with a non-finite loss or gradient leaves weights, statistics and the
+        # optimiser as they were (the host decides whether to stop or go on): NaN never
+        # reaches the weights, so no checkpoint can hold it.
+        finite = jax.numpy.isfinite(losses["loss"]) & jax.numpy.isfinite(grad_norm)
+        keep = lambda new, old: jax.tree_util.tree_map(
+            lambda n, o: jax.numpy.where(finite, n, o), new, old)
+        step_now = state.step + 1
+        new_state = state.replace(
+            step=step_now,
+            trainable=keep(optax.apply_updates(state.trainable, updates), state.trainable),
+            batch_stats=keep(new_stats, state.batch_stats),
+            opt_state=keep(opt_state, state.opt_state),
+            skipped=state.skipped + (~finite).astype(jax.numpy.int32),
+            first_skipped=jax.numpy.where((state.first_skipped == 0) & ~finite, step_now,
+                                          state.first_skipped))
+        return new_state, {**losses, "grad_norm": grad_norm}
 
     return jax.jit(step, in_shardings=(replicated, batch, batch),
                    out_shardings=(replicated, replicated), donate_argnums=(0,))
