@@ -17,8 +17,11 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
-__all__ = ["Gaussians", "COVARIANCES", "fit", "blend", "log_likelihood", "mixing_weights",
+__all__ = ["Gaussians", "COVARIANCES", "VAR_FLOOR", "fit", "blend", "log_likelihood", "mixing_weights",
            "posteriors", "fit_em", "compute_dtype"]
+
+# Smallest variance ``fit`` returns: see the end of ``fit``.
+VAR_FLOOR = 1e-6
 
 # How ``fit`` ties the variances: one per component and channel (the paper's), one per
 # component (the mean over channels), or one per channel shared by all components (their
@@ -58,7 +61,8 @@ def fit(x: jax.Array, weights: jax.Array, var_offset: jax.Array,
     Returns:
       ``Gaussians`` with ``mean``/``var`` of shape ``[..., K, D]``:
       ``mean_k = Σ_p w_pk x_p / (c + n_k)``,
-      ``var_k = offset_k + Σ_p w_pk (x_p − mean_k)² / (c + n_k)``, ``n_k = Σ_p w_pk``.
+      ``var_k = offset_k + Σ_p w_pk (x_p − mean_k)² / (c + n_k)``, ``n_k = Σ_p w_pk``,
+      at least ``VAR_FLOOR`` (1e-6).
     """
     dtype = compute_dtype(x, weights, var_offset)
     x = x.astype(dtype)
@@ -79,7 +83,10 @@ def fit(x: jax.Array, weights: jax.Array, var_offset: jax.Array,
         var = jnp.broadcast_to(pooled, var.shape)
     elif covariance != "diagonal":
         raise ValueError(f"covariance must be one of {COVARIANCES}, got {covariance!r}")
-    return Gaussians(mean=mean, var=var + var_offset.astype(dtype))
+    # The floor only acts where the offset has underflowed (softplus of a very negative
+    # parameter) on a component with no spread (an empty mask): there var would be 0 and
+    # every score ±inf. The authors' code has none; above it nothing changes.
+    return Gaussians(mean=mean, var=jnp.maximum(var + var_offset.astype(dtype), VAR_FLOOR))
 
 
 def blend(old: Gaussians, new: Gaussians, rate: float | jax.Array) -> Gaussians:

@@ -208,3 +208,39 @@ def test_gradient_through_em_matches_finite_differences():
 
         check_grads(jax.jit(loss), (x, logits), order=1, modes=["rev"], eps=1e-6,
                                   atol=1e-7, rtol=1e-6)
+
+
+@pytest.mark.parametrize("case", ["empty", "one_pixel", "whole_frame", "constant_features"])
+@pytest.mark.parametrize("cov_reg", [0.0, -200.0])
+def test_mixture_stays_finite_on_degenerate_masks(case, cov_reg):
+    """A-GAME's fit (eqs. 3, 5, 6), its scores and their gradients stay finite for an
+    empty mask, a one-pixel object, an object covering the frame and constant features,
+    also when the variance offset's parameter is so negative that its softplus underflows
+    to 0 (then ``VAR_FLOOR`` keeps an empty component's variance positive)."""
+    from agame_jax.model.appearance import fit_mixture
+    rng = np.random.default_rng(0)
+    n, d = 64, 8
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    fg = (rng.uniform(size=n) > 0.5).astype(np.float32)
+    if case == "empty":
+        fg[:] = 0
+    elif case == "one_pixel":
+        fg[:] = 0
+        fg[5] = 1
+    elif case == "whole_frame":
+        fg[:] = 1
+    else:
+        x[:] = 1.5
+    labels = jnp.stack([1 - fg, fg], -1)
+
+    def loss(x, cov_reg):
+        g = fit_mixture(x, labels, jax.nn.softplus(cov_reg))
+        scores = gmm.log_likelihood(g, x)
+        return jnp.sum(jax.nn.log_softmax(scores, -1)[:, 1] * fg) + jnp.sum(jnp.tanh(scores))
+
+    cov_reg = jnp.full((4, d), cov_reg, jnp.float32)
+    value, grads = jax.value_and_grad(loss, argnums=(0, 1))(jnp.asarray(x), cov_reg)
+    assert np.isfinite(float(value))
+    assert all(np.isfinite(np.asarray(g)).all() for g in grads)
+    assert float(jnp.min(fit_mixture(x, labels, jax.nn.softplus(cov_reg)).var)) >= np.float32(
+        gmm.VAR_FLOOR)
