@@ -147,6 +147,16 @@ def test_authors_checkpoint_through_cli_and_orbax(authors_state_dict, tmp_path, 
     assert main(["agame", str(tmp_path / "partial.npz"), str(tmp_path / "bad")]) == 1
     assert "trackseg.segmod.predictor.conv.weight" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+    # A tensor of the wrong shape, converted onto an existing checkpoint: the error names
+    # it with both shapes and the checkpoint is left as it was.
+    wrong = dict(authors_state_dict)
+    wrong["trackseg.segmod.predictor.conv.weight"] = np.zeros((3, 128, 3, 3), np.float32)
+    np.savez(tmp_path / "wrong.npz", **wrong)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main(["agame", str(tmp_path / "wrong.npz"), str(out)]) == 1
+    assert ("trackseg.segmod.predictor.conv.weight: got (3, 128, 3, 3)"
+            in capsys.readouterr().err)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
 
 
 @pytest.mark.torch

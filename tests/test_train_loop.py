@@ -226,6 +226,17 @@ def test_train_cli_reports_bad_fields_and_missing_data(tmp_path):
         f"error: {tmp_path / 'nowhere'}: not found (data.davis_root)")
 
 
+def test_a_config_naming_a_missing_file_fails_before_writing(tmp_path):
+    from agame_jax.train import train_and_evaluate
+    (tmp_path / "config.json").write_text("{}")          # an earlier run's
+    config = tiny_train_config(2, validate=False)
+    config.train.init_checkpoint = str(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'nowhere'}: no checkpoint found"):
+        train_and_evaluate(config, tmp_path)
+    assert (tmp_path / "config.json").read_text() == "{}"
+    assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["config.json"]
+
+
 def test_early_stopping_and_schedule():
     from agame_jax.train.defaults import base_config
     from agame_jax.train.loop import Schedule, record_validation

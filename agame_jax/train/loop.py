@@ -151,7 +151,6 @@ def train_and_evaluate(config, workdir: str | Path) -> dict:
     if config.train.distributed:
         jax.distributed.initialize()
     workdir.mkdir(parents=True, exist_ok=True)
-    _save_config(config, workdir)
     model_config = ModelConfig.from_any(config.model)
     spec = clip_spec(config.data)
     dataset, sampler = pipeline.make_dataset(
@@ -197,6 +196,8 @@ def train_and_evaluate(config, workdir: str | Path) -> dict:
         data_state, meta = None, {"history": [], "best_jf": None, "best_step": None,
                                   "since_best": 0}
     del variables
+    # Only now: a config naming a missing file fails above without touching the workdir.
+    _save_config(config, workdir)
     state = replicate(mesh, state)
     iterator = pipeline.make_iterator(dataset, config.data)
     if data_state is not None:
