@@ -128,3 +128,43 @@ def test_videos_spread_over_devices_or_lanes_give_the_same_results(tmp_path, ckp
             for other in ("2 devices", "2 lanes"):
                 np.testing.assert_array_equal(davis.read_image(png),
                                               davis.read_image(outs[other] / seq / png.name))
+
+
+def _reset_peak_memory() -> bool:
+    """Reset this process's peak resident memory (Linux); False where it cannot."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_hundreds_of_mixed_videos_in_bounded_memory_and_compilations(tmp_path, ckpt, capsys):
+    """240 small videos of three sizes, 2-6 frames, 1-3 objects (late ones in every third
+    video) against 60 such videos: every frame written, the same few programs compiled
+    (bounded by sizes x object-count buckets x chunk lengths, not by the videos), and the
+    peak host memory does not grow with the number of videos."""
+    if not _reset_peak_memory():
+        pytest.skip("needs Linux's /proc/self/clear_refs to measure peak memory per run")
+    from datasets import write_ytvos_mixed
+    timings = {}
+    for count in (60, 240):
+        root = write_ytvos_mixed(tmp_path / f"data{count}", count, seed=count)
+        out = tmp_path / f"out{count}"
+        _reset_peak_memory()
+        assert main(["--checkpoint", str(ckpt), "--dataset", "ytvos", "--data-root", str(root),
+                     "--output", str(out), "--chunk-size", "4"]) == 0
+        timings[count] = json.loads((out / "timing.json").read_text())
+        frames = sum(len(list((root / "valid" / "JPEGImages" / v.name).iterdir()))
+                     for v in (root / "valid" / "JPEGImages").iterdir())
+        assert timings[count]["frames"] == frames
+        assert sum(1 for _ in (out / "Annotations").rglob("*.png")) == frames
+    printed = capsys.readouterr().out
+    assert "peak host memory" in printed and "compiled" in printed
+    small, large = timings[60], timings[240]
+    # 3 sizes x object buckets (1, 2, 4) x chunk lengths (2, 4): at most 18 programs.
+    assert small["compilations"] <= 18 and large["compilations"] <= 18, (small, large)
+    print({k: (t["compilations"], round(t["peak_host_mib"])) for k, t in timings.items()})
+    assert large["peak_host_mib"] < small["peak_host_mib"] * 1.1 + 64, (small, large)

@@ -16,6 +16,7 @@ import concurrent.futures
 import importlib
 import json
 import os
+import resource
 import shutil
 import sys
 import time
@@ -334,8 +335,11 @@ def main(argv=None) -> int:
                                     visualize=output / "visualize" if args.visualize else None,
                                     overlay_gif=args.dataset == "folder",
                                     io_workers=args.io_threads)
+            # ru_maxrss: KiB on Linux; the process's peak, compilation included.
+            timing["peak_host_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             print(f"compiled {timing['compilations']} program(s) in "
-                  f"{timing['compile_seconds']:.1f} s; "
+                  f"{timing['compile_seconds']:.1f} s; peak host memory "
+                  f"{timing['peak_host_mib']:.0f} MiB; "
                   + (f"model {timing['fps']:.1f} frames/s" if timing["fps"]
                      else "no timed frames")
                   + (f", {timing['wall_fps']:.1f} frames/s end to end (with reading, "
