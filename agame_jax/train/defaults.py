@@ -75,6 +75,10 @@ def base_config() -> ml_collections.ConfigDict:
     t.checkpoint_every = 1000
     t.keep_checkpoints = 3
     t.distributed = False               # call jax.distributed.initialize() (several hosts)
+    t.coordinator_address = ""          # with distributed: "host:port" of process 0; "" = from
+                                        # JAX_COORDINATOR_ADDRESS or the cluster
+    t.num_processes = 0                 # with distributed: 0 = from the cluster
+    t.process_id = -1                   # with distributed: this process's id; -1 = from the cluster
 
     c.validation = ml_collections.ConfigDict()
     v = c.validation

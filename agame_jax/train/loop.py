@@ -50,6 +50,21 @@ class Schedule:
 NONFINITE_POLICIES = ("stop", "skip")
 
 
+def start_distributed(train) -> None:
+    """``jax.distributed.initialize`` with the config's coordinator, process count and id
+    where given (else JAX finds them: ``JAX_COORDINATOR_ADDRESS``, SLURM, Open MPI, …).
+    On CPUs the processes' collectives go through gloo (JAX has no other CPU transport)."""
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    kwargs = {}
+    if train.coordinator_address:
+        kwargs["coordinator_address"] = train.coordinator_address
+    if train.num_processes > 0:
+        kwargs["num_processes"] = train.num_processes
+    if train.process_id >= 0:
+        kwargs["process_id"] = train.process_id
+    jax.distributed.initialize(**kwargs)
+
+
 def clip_spec(data) -> ClipSpec:
     return ClipSpec(length=data.clip_length, height=data.height, width=data.width,
                     objects_per_clip=data.objects_per_clip,
@@ -149,7 +164,7 @@ def train_and_evaluate(config, workdir: str | Path) -> dict:
     last logged metrics (with the final validation's, if any)."""
     workdir = Path(workdir).absolute()
     if config.train.distributed:
-        jax.distributed.initialize()
+        start_distributed(config.train)
     workdir.mkdir(parents=True, exist_ok=True)
     model_config = ModelConfig.from_any(config.model)
     spec = clip_spec(config.data)
