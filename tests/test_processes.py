@@ -72,3 +72,34 @@ def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path):
     # rounding (Adam turns a near-zero gradient's rounding into up to one step of 1e-3).
     for key in want:
         np.testing.assert_allclose(got[key], want[key], rtol=1e-3, atol=1e-4, err_msg=key)
+
+
+@pytest.mark.slow
+def test_evaluate_over_two_processes_scores_like_one(tmp_path, tiny_model):
+    """evaluate.py --distributed in two processes splits the videos and process 0
+    scores them all: the same per-sequence scores as one process."""
+    from agame_jax import checkpoint
+    from conftest import SHARED
+    sample = SHARED / "data" / "davis2016_sample"
+    if not sample.exists():
+        pytest.skip(f"the DAVIS sample is not at {sample}")
+    cfg, variables = tiny_model
+    ckpt = checkpoint.save_variables(tmp_path / "ckpt", variables, cfg)
+    args = [sys.executable, "evaluate.py", "--checkpoint", str(ckpt), "--dataset", "davis2016",
+            "--data-root", str(sample)]
+    one = subprocess.run(args + ["--output", str(tmp_path / "one")], cwd=ROOT, env=_env(),
+                         capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stdout + one.stderr
+    address = f"127.0.0.1:{_free_port()}"
+    pair = [subprocess.Popen(args + ["--output", str(tmp_path / "pair"), "--distributed",
+                                     "--coordinator-address", address, "--num-processes", "2",
+                                     "--process-id", str(rank)],
+                             cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
+    outputs = [p.communicate(timeout=600)[0] for p in pair]
+    assert [p.returncode for p in pair] == [0, 0], "\n".join(outputs)
+    videos = [sorted(line for line in out.splitlines() if "frames, 1 given mask" in line)
+              for out in outputs]
+    assert all(videos) and sum(map(len, videos)) == 3            # the videos were split
+    for table in ("per-sequence.csv", "global.csv"):
+        assert (tmp_path / "pair" / table).read_text() == (tmp_path / "one" / table).read_text()

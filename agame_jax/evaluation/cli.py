@@ -28,7 +28,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from PIL import Image
 
-from agame_jax import checkpoint
+from agame_jax import checkpoint, distributed
 from agame_jax.api import variable_shapes
 from agame_jax.data import davis
 from agame_jax.data.clips import DataError
@@ -277,6 +277,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() and split the videos over "
                              "the processes; process 0 scores")
+    parser.add_argument("--coordinator-address", default="",
+                        help="with --distributed: HOST:PORT of process 0 (default: from "
+                             "JAX_COORDINATOR_ADDRESS or the cluster)")
+    parser.add_argument("--num-processes", type=int, default=0,
+                        help="with --distributed: how many (default: from the cluster)")
+    parser.add_argument("--process-id", type=int, default=-1,
+                        help="with --distributed: this process's id (default: from the "
+                             "cluster)")
     return parser
 
 
@@ -308,7 +316,8 @@ def main(argv=None) -> int:
             if args.checkpoint is None or args.output is None:
                 parser.error("segmenting needs --checkpoint and --output")
             if args.distributed:
-                jax.distributed.initialize()
+                distributed.start(args.coordinator_address, args.num_processes,
+                                  args.process_id)
             videos = _select_videos(args)
             sequences = [v.name for v in videos]
             rank, size = jax.process_index(), jax.process_count()

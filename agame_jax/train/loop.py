@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from agame_jax import checkpoint, convert
+from agame_jax import checkpoint, convert, distributed
 from agame_jax.api import init_variables, variable_shapes
 from agame_jax.config import ModelConfig
 from agame_jax.data import pipeline
@@ -48,21 +48,6 @@ class Schedule:
 
 
 NONFINITE_POLICIES = ("stop", "skip")
-
-
-def start_distributed(train) -> None:
-    """``jax.distributed.initialize`` with the config's coordinator, process count and id
-    where given (else JAX finds them: ``JAX_COORDINATOR_ADDRESS``, SLURM, Open MPI, …).
-    On CPUs the processes' collectives go through gloo (JAX has no other CPU transport)."""
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    kwargs = {}
-    if train.coordinator_address:
-        kwargs["coordinator_address"] = train.coordinator_address
-    if train.num_processes > 0:
-        kwargs["num_processes"] = train.num_processes
-    if train.process_id >= 0:
-        kwargs["process_id"] = train.process_id
-    jax.distributed.initialize(**kwargs)
 
 
 def clip_spec(data) -> ClipSpec:
@@ -164,7 +149,8 @@ def train_and_evaluate(config, workdir: str | Path) -> dict:
     last logged metrics (with the final validation's, if any)."""
     workdir = Path(workdir).absolute()
     if config.train.distributed:
-        start_distributed(config.train)
+        distributed.start(config.train.coordinator_address, config.train.num_processes,
+                          config.train.process_id)
     workdir.mkdir(parents=True, exist_ok=True)
     model_config = ModelConfig.from_any(config.model)
     spec = clip_spec(config.data)
