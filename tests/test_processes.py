@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = 3
+STEPS = 4
 
 
 def _free_port() -> int:
@@ -19,7 +19,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _command(config: Path, workdir: Path, *overrides: str) -> list[str]:
+def _command(config, workdir: Path, *overrides: str) -> list[str]:
     return [sys.executable, "train.py", "--config", str(config), "--workdir", str(workdir),
             *overrides]
 
@@ -41,37 +41,52 @@ def _weights(workdir: Path) -> dict:
             for k, v in jax.tree_util.tree_leaves_with_path(variables)}
 
 
+def _train(config: Path, workdir: Path, steps: int, processes: int) -> None:
+    """train.py to ``steps`` in ``processes`` processes (a local coordinator)."""
+    command = _command(f"{config}:{steps}", workdir)
+    if processes == 1:
+        commands = [command]
+    else:
+        address = f"127.0.0.1:{_free_port()}"
+        commands = [command + ["--config.train.distributed=True",
+                               f"--config.train.coordinator_address={address}",
+                               f"--config.train.num_processes={processes}",
+                               f"--config.train.process_id={rank}"]
+                    for rank in range(processes)]
+    runs = [subprocess.Popen(c, cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True) for c in commands]
+    outputs = [p.communicate(timeout=600)[0] for p in runs]
+    assert all(p.returncode == 0 for p in runs), "\n".join(outputs)
+    assert f"devices: {processes} x cpu ({processes} process(es))" in outputs[0]
+
+
 @pytest.mark.slow
-def test_two_processes_train_like_one_on_the_same_global_batch(tmp_path):
+def test_two_processes_train_like_one_and_resume_each_other(tmp_path):
+    """Four steps in one process against: two steps in two processes resumed in one, and
+    two steps in one resumed in two. Each process has one device and its half of the
+    global batch; the input stream's position is a count of global batches, so it carries
+    over between process counts."""
     config = tmp_path / "config.py"
     config.write_text(
         "import sys\n"
         f"sys.path.insert(0, {str(ROOT / 'tests')!r})\n"
         "from test_train_loop import tiny_train_config\n\n\n"
-        "def get_config():\n"
-        f"    config = tiny_train_config({STEPS}, validate=False)\n"
-        "    config.train.checkpoint_every = 100\n"
+        "def get_config(steps):\n"
+        "    config = tiny_train_config(int(steps), validate=False)\n"
+        "    config.train.checkpoint_every = 2\n"
         "    return config\n")
-    one = subprocess.run(_command(config, tmp_path / "one"), cwd=ROOT, env=_env(),
-                         capture_output=True, text=True, timeout=600)
-    assert one.returncode == 0, one.stdout + one.stderr
-    address = f"127.0.0.1:{_free_port()}"
-    pair = [subprocess.Popen(_command(config, tmp_path / "pair",
-                                      "--config.train.distributed=True",
-                                      f"--config.train.coordinator_address={address}",
-                                      "--config.train.num_processes=2",
-                                      f"--config.train.process_id={rank}"),
-                             cwd=ROOT, env=_env(), stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True) for rank in (0, 1)]
-    outputs = [p.communicate(timeout=600)[0] for p in pair]
-    assert [p.returncode for p in pair] == [0, 0], "\n".join(outputs)
-    assert "devices: 2 x cpu (2 process(es))" in outputs[0]
-    want, got = _weights(tmp_path / "one"), _weights(tmp_path / "pair")
-    assert got.keys() == want.keys()
-    # The same clips, summed in another order over the two processes: equal up to
-    # rounding (Adam turns a near-zero gradient's rounding into up to one step of 1e-3).
-    for key in want:
-        np.testing.assert_allclose(got[key], want[key], rtol=1e-3, atol=1e-4, err_msg=key)
+    _train(config, tmp_path / "one", STEPS, 1)
+    for first, then in ((2, 1), (1, 2)):
+        workdir = tmp_path / f"{first}_then_{then}"
+        _train(config, workdir, STEPS // 2, first)
+        _train(config, workdir, STEPS, then)
+        want, got = _weights(tmp_path / "one"), _weights(workdir)
+        assert got.keys() == want.keys()
+        # The same clips, summed in another order over the processes: equal up to
+        # rounding (Adam turns a near-zero gradient's rounding into up to one step of 1e-3).
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-3, atol=1e-4,
+                                       err_msg=f"{workdir.name} {key}")
 
 
 @pytest.mark.slow
