@@ -118,9 +118,12 @@ def _readable(path: Path, read):
     try:
         return read()
     except Exception as e:              # orbax and tensorstore raise many types for damage
-        reason = " ".join(str(e).split())[:200] or type(e).__name__
-        raise CheckpointError(f"checkpoint {path} is damaged or incomplete "
-                              f"({type(e).__name__}: {reason})") from e
+        raise CheckpointError(f"checkpoint {path} is damaged or incomplete ({_reason(e)})") from e
+
+
+def _reason(error: Exception) -> str:
+    """An exception as one short line."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:200]}"
 
 
 def export_best(workdir: str | Path, variables: dict, model_config, info: dict) -> Path:
@@ -171,9 +174,8 @@ class TrainCheckpointer:
             try:
                 restored = self.restore(step, variables_template, opt_state_template)
             except Exception as e:      # orbax and tensorstore raise many types for damage
-                reason = " ".join(str(e).split())[:200] or type(e).__name__
                 log(f"warning: checkpoint {self.directory / str(step)} is damaged and is "
-                    f"skipped ({type(e).__name__}: {reason})")
+                    f"skipped ({_reason(e)})")
                 damaged.append(step)
                 continue
             # Out of the way (kept, not deleted), so that training can write those steps.
