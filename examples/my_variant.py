@@ -63,7 +63,7 @@ class TwoGaussians(AppearanceModel):
 # %%
 HERE = Path(__file__).resolve().parent
 parser = argparse.ArgumentParser()
-parser.add_argument("--steps", type=int, default=60)
+parser.add_argument("--steps", type=int, default=200)
 parser.add_argument("--workdir", type=Path, default=None)
 parser.add_argument("--tiny", action="store_true")
 args, _ = parser.parse_known_args()        # known only: a notebook kernel adds its own
