@@ -86,7 +86,8 @@ def _truncate_largest_file(directory):
 def _damaged_checkpoints_are_named_and_skipped(one, two):
     """A truncated newest checkpoint: loading it is a one-line error naming it; training
     reports it, moves it aside, resumes from the one before and ends where an
-    uninterrupted run ends. With none intact, training stops with a clear message."""
+    uninterrupted run ends. With none intact (one truncated, one with a file deleted),
+    training stops with a clear message."""
     from agame_jax import checkpoint
     from agame_jax.train import train_and_evaluate
     _truncate_largest_file(two / "checkpoints" / "4" / "variables")
@@ -107,8 +108,8 @@ def _damaged_checkpoints_are_named_and_skipped(one, two):
     assert (two / "checkpoints" / "damaged_4").is_dir()
     for a, b in zip(_leaves(one / "checkpoints" / "4"), _leaves(two / "checkpoints" / "4")):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-    for step in ("2", "4"):
-        _truncate_largest_file(two / "checkpoints" / step / "variables")
+    _truncate_largest_file(two / "checkpoints" / "4" / "variables")
+    (two / "checkpoints" / "2" / "optimizer" / "_METADATA").unlink()          # partly deleted
     with pytest.raises(checkpoint.CheckpointError, match="no intact checkpoint in .*checkpoints "
                                                          r"\(damaged: 4, 2\)"):
         train_and_evaluate(tiny_train_config(6, validate=False), two)
