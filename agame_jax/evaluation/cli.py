@@ -4,6 +4,7 @@ result PNGs (``--score-only``).
     python evaluate.py --checkpoint CKPT --dataset davis2017 --data-root DAVIS --output OUT
     python evaluate.py --checkpoint CKPT --dataset ytvos --data-root YTVOS --split valid --output OUT
     python evaluate.py --checkpoint CKPT --dataset folder --data-root MY_VIDEO --output OUT
+    python evaluate.py --checkpoint CKPT --dataset video --data-root clip.mp4 --masks MASKS --output OUT
     python evaluate.py --score-only --results OUT --dataset davis2017 --data-root DAVIS
 
 Frames are read and results written one chunk at a time; each video's results appear
@@ -38,9 +39,10 @@ from agame_jax.evaluation.threads import BackgroundCalls, default_workers
 from agame_jax.lanes import group_key, stream_order
 from agame_jax.segmenter import Segmenter
 from agame_jax.timing import combine
+from agame_jax.video_io import VideoWriter
 from agame_jax.viz import bar_chart, overlay, write_gif
 
-DATASETS = ("davis2017", "davis2016", "ytvos", "folder")
+DATASETS = ("davis2017", "davis2016", "ytvos", "folder", "video")
 GIF_FRAMES = 300          # overlay animations keep at most this many frames in memory
 
 
@@ -59,12 +61,19 @@ def _remember(frames, store: dict, keep: int):
 class _VideoOutput:
     """One video's results while it is segmented: palette PNGs written (on ``io_workers``
     threads, at most a chunk behind) to a temporary folder renamed into place when the
-    video is complete; with ``visualize``, overlays per frame and a GIF."""
+    video is complete; with ``visualize``, overlays per frame and a GIF; with
+    ``overlay_video``, the overlays as ``OUT/<video>_overlay.mp4`` (encoded frame by
+    frame, so long videos do not grow memory)."""
 
     def __init__(self, video, out: Path, *, visualize: Path | None, overlay_gif: bool,
-                 io_workers: int, chunk: int):
+                 io_workers: int, chunk: int, overlay_video: bool = False):
         self.video, self.out, self.names = video, out, video.frame_names
         self.visualize, self.overlay_gif = visualize, overlay_gif
+        self.mp4 = out.parent / f"{out.name}_overlay.mp4"
+        # Written aside (keeping the suffix that tells FFmpeg the container) and renamed.
+        self.mp4_tmp = out.parent / f".{out.name}_overlay.tmp.mp4"
+        self.writer = (VideoWriter(self.mp4_tmp, fps=getattr(video, "fps", 24.0))
+                       if overlay_video else None)
         self.tmp = out.parent / f".{out.name}.tmp"
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
@@ -84,8 +93,10 @@ class _VideoOutput:
     def add(self, t: int, label: np.ndarray) -> bool:
         """Write frame ``t``'s labels; True once every frame has been written."""
         self.writes.submit(davis.write_label_png, self.tmp / f"{self.names[t]}.png", label)
-        if self.pictures or self.overlay_gif:
+        if self.pictures or self.overlay_gif or self.writer:
             picture = overlay(self.recent[t], label)
+            if self.writer:
+                self.writer.write(picture)          # frames arrive in order
             if self.pictures:
                 self.writes.submit(lambda p, a: Image.fromarray(a).save(p, quality=90),
                                    self.pictures / f"{self.names[t]}.jpg", picture)
@@ -99,6 +110,9 @@ class _VideoOutput:
         self.writes.__exit__(None, None, None)
         shutil.rmtree(self.out, ignore_errors=True)
         self.tmp.rename(self.out)
+        if self.writer:
+            self.writer.close()
+            self.mp4_tmp.replace(self.mp4)
         if self.gif:
             write_gif((self.visualize / f"{self.video.name}.gif") if self.visualize else
                       (self.out.parent / f"{self.out.name}_overlay.gif"), self.gif)
@@ -109,6 +123,9 @@ class _VideoOutput:
         """Stop the writer threads of an unfinished video (its results stay aside)."""
         if self.writes.pool is not None:
             self.writes.pool.shutdown(wait=True, cancel_futures=True)
+        if self.writer:
+            self.writer.close()
+            self.mp4_tmp.unlink(missing_ok=True)
 
 
 def order_by_group(videos: list) -> list:
@@ -122,14 +139,15 @@ def order_by_group(videos: list) -> list:
 
 def segment_videos(segmenters, videos, result_dir, *, resume: bool = False,
                    visualize: Path | None = None, overlay_gif: bool = False, log=print,
-                   io_workers: int = 1) -> dict:
+                   io_workers: int = 1, overlay_video: bool = False) -> dict:
     """Segment ``videos`` (``EvalVideo``s); write palette PNGs to ``result_dir(video)``.
 
     ``segmenters``: one ``Segmenter``, or one per device: the videos are then spread
     over them, one thread each. Each streams its videos back to back through its lanes
     (``Segmenter.stream_many``) in ``order_by_group``'s order. With
     ``visualize``, also ``visualize/<video>/<frame>.jpg`` overlays and
-    ``visualize/<video>.gif``; ``overlay_gif`` writes the GIF beside the results.
+    ``visualize/<video>.gif``; ``overlay_gif`` writes the GIF beside the results,
+    ``overlay_video`` an MP4 of the overlays beside them.
     ``io_workers``: threads per video for reading frames and writing results.
     Returns the timing summary: model time (no compilation, no disk I/O) and the wall
     time of the whole loop.
@@ -158,7 +176,8 @@ def segment_videos(segmenters, videos, result_dir, *, resume: bool = False,
             for k in range(worker, len(todo), len(segmenters)):
                 outputs[k] = _VideoOutput(todo[k], result_dir(todo[k]), visualize=visualize,
                                           overlay_gif=overlay_gif, io_workers=io_workers,
-                                          chunk=segmenter.chunk_size)
+                                          chunk=segmenter.chunk_size,
+                                          overlay_video=overlay_video)
                 yield k, outputs[k].frames, outputs[k].masks
 
         try:
@@ -235,6 +254,8 @@ def _select_videos(args) -> list:
     if args.dataset == "ytvos":
         split = "valid" if args.split == "val" else args.split
         return video_sources.ytvos_videos(args.data_root, split, args.sequences)
+    if args.dataset == "video" or args.data_root.is_file():
+        return [video_sources.file_video(args.data_root, args.masks)]
     return [video_sources.folder_video(args.data_root)]
 
 
@@ -243,7 +264,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", choices=DATASETS, required=True)
     parser.add_argument("--data-root", type=Path, required=True,
-                        help="dataset root, or for --dataset folder the video's folder")
+                        help="dataset root; for --dataset folder the video's folder; for "
+                             "--dataset video the video file (MP4, WebM, GIF, …)")
+    parser.add_argument("--masks", type=Path,
+                        help="--dataset video: folder of masks named by frame index (0.png "
+                             "or 00000.png); default: masks/ beside the video")
     parser.add_argument("--split", default="val", help="val (DAVIS; 'valid' for YouTube-VOS)")
     parser.add_argument("--checkpoint", type=Path,
                         help="checkpoint, step or training workdir (its best/ if any)")
@@ -342,7 +367,9 @@ def main(argv=None) -> int:
                 result_dir = lambda v: output / v.name
             timing = segment_videos(segmenters, mine, result_dir, resume=args.resume,
                                     visualize=output / "visualize" if args.visualize else None,
-                                    overlay_gif=args.dataset == "folder",
+                                    overlay_gif=args.dataset == "folder"
+                                    and not args.data_root.is_file(),
+                                    overlay_video=args.dataset in ("folder", "video"),
                                     io_workers=args.io_threads)
             # ru_maxrss: KiB on Linux; the process's peak, compilation included.
             timing["peak_host_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

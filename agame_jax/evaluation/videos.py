@@ -13,6 +13,9 @@ Layouts (DESIGN.md):
   folder               ``ROOT`` holds the frames (``.jpg``/``.jpeg``/``.png``, or in
                        ``ROOT/frames/``) and ``ROOT/masks/<frame>.png`` for each frame where
                        objects first appear (at least the first one).
+  video                a video file (MP4, WebM, GIF, …, decoded one frame at a time) and a
+                       folder of masks named by frame index (``0.png`` or ``00000.png``,
+                       frame 0 the first); results are named ``00000.png``, … .
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import numpy as np
 from agame_jax.data import davis, ytvos
 from agame_jax.data.clips import DataError, read_frame, read_label
 from agame_jax.evaluation.threads import ordered_map
+from agame_jax.video_io import VideoError, count_frames, read_frames, video_info
 
 _FRAME_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -143,3 +147,72 @@ def folder_video(root: Path) -> EvalVideo:
             raise DataError(f"{png}: no frame named {png.stem} in {frame_dir}")
         masks[index[png.stem]] = png
     return EvalVideo(root.name, tuple(frames), masks)
+
+
+@dataclasses.dataclass(frozen=True)
+class FileVideo:
+    """A video file to segment, with ``mask_paths`` frame index → PNG; the same interface
+    as ``EvalVideo`` (``frame_names``, ``frames()``, ``masks()``, …) for ``evaluate.py``."""
+
+    name: str
+    path: Path
+    mask_paths: dict[int, Path]
+    num_frames: int
+    size: tuple[int, int]
+    fps: float
+    merge_objects: bool = False
+
+    @property
+    def frame_names(self) -> list[str]:
+        return [f"{t:05d}" for t in range(self.num_frames)]
+
+    @property
+    def frame_paths(self) -> tuple[Path, ...]:
+        """One entry per frame (the file itself): what ordering by length counts."""
+        return (self.path,) * self.num_frames
+
+    def frames(self, workers: int = 1, ahead: int = 32) -> Iterator[np.ndarray]:
+        """The frames in order, decoded one at a time (``workers``/``ahead``: unused, the
+        decoder is sequential)."""
+        try:
+            yield from read_frames(self.path)
+        except VideoError as e:
+            raise DataError(str(e)) from None
+
+    def size_and_object_count(self) -> tuple[tuple[int, int], int]:
+        ids = set()
+        for label in self.masks().values():
+            ids.update(np.unique(label).tolist())
+        return self.size, len(ids - {0, 255})
+
+    def masks(self) -> dict[int, np.ndarray]:
+        """Frame index → label map, checked against the video's size."""
+        return {t: read_label(path, self.size) for t, path in sorted(self.mask_paths.items())}
+
+
+def file_video(path: Path, mask_dir: Path | None = None) -> FileVideo:
+    """A video file with masks named by frame index in ``mask_dir`` (default: ``masks/``
+    beside the video)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: video file not found")
+    try:
+        info, count = video_info(path), count_frames(path)
+    except VideoError as e:
+        raise DataError(f"{path}: {e}") from None
+    mask_dir = Path(mask_dir) if mask_dir else path.parent / "masks"
+    pngs = sorted(mask_dir.glob("*.png")) if mask_dir.is_dir() else []
+    if not pngs:
+        raise FileNotFoundError(f"{mask_dir}: no masks found (<frame index>.png, e.g. 0.png, "
+                                "for each frame where objects first appear)")
+    masks = {}
+    for png in pngs:
+        if not png.stem.isdigit():
+            raise DataError(f"{png}: mask names are frame indices (0.png or 00000.png)")
+        t = int(png.stem)
+        if t >= count:
+            raise DataError(f"{png}: mask for frame {t}, but {path.name} has {count} frames")
+        if t in masks:
+            raise DataError(f"{png}: a second mask for frame {t} ({masks[t].name})")
+        masks[t] = png
+    return FileVideo(path.stem, path, masks, count, info.size, info.fps)
