@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import shutil
 import threading
 import time
 import zipfile
@@ -74,18 +75,22 @@ class Runner:
             with self._model_lock:
                 job.state = "compiling"
                 self._segment(session, job)
-            job.state = "done"
+            timing = self.segmenter.timing
+            job.compile_seconds, job.model_fps = timing["compile_seconds"], timing["fps"]
             job.seconds = time.perf_counter() - job.started
+            job.state = "done"
         except Exception as e:          # the page shows it; the server carries on
             job.state, job.message = "error", f"{type(e).__name__}: {e}"
 
     def _segment(self, session: VideoSession, job) -> None:
         shape = work_shape(session.size, self.work_size)
         masks = {t: resize_label(m, shape) for t, m in session.masks.items()}
-        out = session.results_dir
-        out.mkdir(parents=True, exist_ok=True)
-        for old in out.glob("*.png"):
-            old.unlink()
+        # Written aside and swapped in when complete: the last run's results stay
+        # viewable (and whole) while a new run goes.
+        out = session.folder / "results.tmp"
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()
+        video_tmp = session.folder / "overlay.tmp.mp4"
         recent: dict[int, np.ndarray] = {}
 
         def frames() -> Iterator[np.ndarray]:
@@ -95,17 +100,19 @@ class Runner:
                 recent[t] = frame
                 yield resize_frame(frame, shape)
 
-        first = None
-        with VideoWriter(session.overlay_path, fps=session.fps) as writer:
+        with VideoWriter(video_tmp, fps=session.fps) as writer:
             for t, label in self.segmenter.stream(frames(), masks):
                 label = resize_label(label, session.size)
                 write_label_png(out / f"{session.frame_names[t]}.png", label)
                 writer.write(overlay(recent.pop(t), label))
-                if first is None:                     # compilation is over
-                    first, job.state = time.perf_counter(), "running"
+                if job.state == "compiling":          # the first chunk's program is ready
+                    job.state = "running"
                 job.done = t + 1
-                if t > 0:
-                    job.fps = t / (time.perf_counter() - first)
+                job.fps = job.done / (time.perf_counter() - job.started)
+        shutil.rmtree(session.results_dir, ignore_errors=True)
+        session.results_dir.parent.mkdir(exist_ok=True)
+        out.rename(session.results_dir)
+        video_tmp.replace(session.overlay_path)
         session.results_version += 1
 
     def inside(self, session: VideoSession, object_id: int, t: int) -> dict:

@@ -25,13 +25,18 @@ from agame_jax.app.media import InputError
 class Job:
     """A segmentation run's progress, read by the page while the run's thread writes it.
     ``state``: ``idle``, ``waiting`` (for the model, busy with another video),
-    ``compiling``, ``running``, ``done`` or ``error`` (``message`` says why)."""
+    ``compiling``, ``running``, ``done`` or ``error`` (``message`` says why). ``fps``:
+    frames done over the time since the run started (reading, compiling and writing
+    included); when done, ``seconds`` the whole run, ``compile_seconds`` the share spent
+    compiling and ``model_fps`` the model's rate without compilation and I/O."""
 
     state: str = "idle"
     done: int = 0
     total: int = 0
     fps: float | None = None
     seconds: float | None = None
+    compile_seconds: float | None = None
+    model_fps: float | None = None
     message: str = ""
     started: float = 0.0
 

@@ -300,8 +300,9 @@ async function pollJob() {
     waiting: "waiting for the model (another video is running)…",
     compiling: "compiling the model for this frame size (the first run takes longest)…",
     running: `${job.done} / ${job.total} frames, ${job.fps ? job.fps.toFixed(1) : "–"} frames/s`,
-    done: `done: ${job.total} frames in ${job.seconds?.toFixed(1)} s ` +
-          `(${job.fps ? job.fps.toFixed(1) : "–"} frames/s after compiling)`,
+    done: `done: ${job.total} frames in ${job.seconds?.toFixed(1)} s, ` +
+          `${job.compile_seconds?.toFixed(1)} s of it compiling; the model ran at ` +
+          `${job.model_fps ? job.model_fps.toFixed(1) : "–"} frames/s`,
     error: `failed: ${job.message}`,
   }[job.state] || job.state;
   $("progress-text").textContent = text;
