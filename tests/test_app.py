@@ -157,6 +157,10 @@ def test_paint_run_scrub_and_download(page, server, tmp_path):
     # The change is object 1's palette colour (128, 0, 0) blended in: redder than before.
     shift = after[changed].astype(int) - before[changed].astype(int)
     assert (shift[:, 0] - shift[:, 1]).mean() > 20
+    page.click('#toggles input[data-object="1"]')      # hide object 1: the plain frame again
+    wait_drawn(page, last, "results")
+    assert np.abs(stage_pixels(page).astype(int) - before.astype(int)).max() <= 2
+    page.click('#toggles input[data-object="1"]')
 
     with page.expect_download() as download:
         page.click("#download-masks")
@@ -246,6 +250,39 @@ def test_bad_inputs_through_the_api(server, tmp_path):
         root = server[1].state.store.root
         assert (root / sid / "frames" / "f0.jpg").exists()
         assert client.get("/api/config").status_code == 200      # still serving
+
+
+def test_an_object_added_at_a_later_frame_and_the_overlay_video(server, tmp_path):
+    import httpx
+
+    from agame_jax.video_io import read_frames
+    with httpx.Client(base_url=server[0], timeout=60) as client:
+        rng = np.random.default_rng(1)
+        frames = {f"{t:02d}.png": _png(rng.integers(0, 256, (32, 48, 3), dtype=np.uint8))
+                  for t in range(4)}
+        sid = client.post("/api/videos", params={"filename": "late.zip"},
+                          content=_zip(frames)).json()["id"]
+        first, late = np.zeros((32, 48), np.uint8), np.zeros((32, 48), np.uint8)
+        first[4:20, 4:20] = 1
+        late[16:30, 28:46] = 2
+        assert client.put(f"/api/videos/{sid}/masks/0", content=first.tobytes()).is_success
+        r = client.put(f"/api/videos/{sid}/masks/2", content=late.tobytes())
+        assert r.json()["masks"] == {"0": [1], "2": [2]}
+        assert client.post(f"/api/videos/{sid}/run").is_success
+        for _ in range(600):
+            job = client.get(f"/api/videos/{sid}/job").json()
+            if job["state"] in ("done", "error"):
+                break
+            time.sleep(0.1)
+        assert job["state"] == "done" and job["done"] == 4, job
+        with zipfile.ZipFile(io.BytesIO(client.get(f"/api/videos/{sid}/masks.zip").content)) as z:
+            labels = [np.asarray(Image.open(io.BytesIO(z.read(f"late/{t:02d}.png"))))
+                      for t in range(4)]
+        np.testing.assert_array_equal(labels[0], first)
+        assert not (labels[1] == 2).any() and (labels[2] == 2).any()   # object 2 from frame 2
+        video = tmp_path / "overlay.mp4"
+        video.write_bytes(client.get(f"/api/videos/{sid}/overlay.mp4").content)
+        assert np.stack(list(read_frames(video))).shape == (4, 32, 48, 3)
 
 
 def test_the_session_root_is_removed_at_shutdown(server, tmp_path):

@@ -70,3 +70,20 @@ def test_bad_files_and_frames_raise_clear_errors(tmp_path):
             writer.write(np.zeros((20, 20, 3), np.uint8))
     with pytest.raises(ValueError, match="no frames"):
         write_video(tmp_path / "empty.mp4", [])
+
+
+def test_webm_without_a_frame_count_in_its_header_is_counted(tmp_path):
+    import av
+    path = tmp_path / "clip.webm"
+    with av.open(str(path), "w") as container:          # VP9 in WebM, as browsers record
+        stream = container.add_stream("libvpx-vp9", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for t in range(5):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 40 * t, np.uint8), "rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    assert video_info(path).frames is None and count_frames(path) == 5
+    means = [frame.mean() for frame in read_frames(path)]
+    np.testing.assert_allclose(means, [0, 40, 80, 120, 160], atol=3)
