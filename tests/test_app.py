@@ -196,7 +196,7 @@ def test_a_file_that_is_not_a_video_gets_a_message(page, server):
 
 
 @needs_chromium
-def test_a_mask_of_another_size_is_offered_a_resize(page, server):
+def test_a_mask_of_another_size_is_offered_a_resize_then_erased(page, server):
     load_sample(page, server)
     label = np.zeros((36, 64), np.uint8)
     label[10:20, 20:40] = 2
@@ -211,6 +211,26 @@ def test_a_mask_of_another_size_is_offered_a_resize(page, server):
     page.wait_for_function("document.getElementById('mask-frames').textContent"
                            ".includes('(object 2)')")
     assert page.locator("#message").is_hidden()
+    # The eraser removes it (all erased: the frame has no mask), "+" picks a new object.
+    page.check('input[name=tool][value=eraser]')
+    page.fill("#brush-size", "120")
+    box = page.locator("#stage").bounding_box()
+    at = lambda x, y: (box["x"] + x * box["width"], box["y"] + y * box["height"])
+    for y in (0.3, 0.42, 0.54):
+        page.mouse.move(*at(0.2, y))
+        page.mouse.down()
+        page.mouse.move(*at(0.5, y), steps=6)
+        page.mouse.move(*at(0.8, y), steps=6)
+        page.mouse.up()
+    page.wait_for_function("document.getElementById('mask-frames').textContent"
+                           ".startsWith('No mask yet')")
+    page.click("#add-object")
+    assert page.locator("#objects .swatch.selected").inner_text() == "3"
+    page.mouse.move(*at(0.5, 0.5))
+    page.mouse.down()
+    page.mouse.up()
+    page.wait_for_function("document.getElementById('mask-frames').textContent"
+                           ".includes('(object 3)')")
 
 
 def test_bad_inputs_through_the_api(server, tmp_path):
@@ -246,6 +266,9 @@ def test_bad_inputs_through_the_api(server, tmp_path):
         assert r.status_code == 404 and "run the segmentation" in r.json()["error"]
         r = client.get(f"/api/videos/{sid}/frames/9.jpg")
         assert r.status_code == 404 and "frames 0 to 2" in r.json()["error"]
+        r = client.post("/api/videos", content=b"no name given")
+        assert r.status_code == 422 and "filename" in r.json()["error"]
+        assert "error" in client.get("/api/nothing-here").json()
         # Everything the server wrote is under its one temporary root.
         root = server[1].state.store.root
         assert (root / sid / "frames" / "f0.jpg").exists()
@@ -306,11 +329,24 @@ def test_the_session_root_is_removed_at_shutdown(server, tmp_path):
     assert not root.exists()
 
 
+def test_the_command_serves_the_demo_model_on_localhost(monkeypatch, capsys):
+    import uvicorn
+
+    from agame_jax.app.__main__ import main
+    served = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: served.update(app=app, **kw))
+    assert main([]) == 0
+    assert (served["host"], served["port"]) == ("127.0.0.1", 7860)
+    runner = served["app"].state.runner
+    assert runner.weights.kind == "demo" and runner.work_size == 128
+    assert "demonstration" in capsys.readouterr().out
+    served["app"].state.store.close()
+    assert main(["--checkpoint", "/no/such/checkpoint"]) == 1
+    assert "no checkpoint found" in capsys.readouterr().err
+
+
 def test_weights_are_described_by_where_they_come_from(tmp_path):
-    from agame_jax.app.__main__ import build_parser
     from agame_jax.app.weights import DEMO_MODEL, describe, work_shape
-    args = build_parser().parse_args([])
-    assert (args.host, args.port, args.checkpoint) == ("127.0.0.1", 7860, None)
     assert describe(None).kind == "demo" and describe(None).work_size == 128
     # A training workdir's step, and a stand-alone checkpoint of the full-size network.
     step = tmp_path / "run" / "checkpoints" / "300"

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from agame_jax.app.media import InputError
-from agame_jax.app.session import VideoSession
+from agame_jax.app.session import Job, VideoSession
 from agame_jax.app.weights import Weights, work_shape
 from agame_jax.data.clips import read_frame
 from agame_jax.data.davis import davis_palette, write_label_png
@@ -64,13 +64,12 @@ class Runner:
         with session.lock:
             if session.job.state in ("waiting", "compiling", "running"):
                 raise InputError("this video is already being segmented", status=409)
-            session.job.__init__(state="waiting", total=len(session.frame_paths),
-                                 started=time.perf_counter())
-        threading.Thread(target=self._run, args=(session,), daemon=True,
+            session.job = Job(state="waiting", total=len(session.frame_paths),
+                              started=time.perf_counter())
+        threading.Thread(target=self._run, args=(session, session.job), daemon=True,
                          name=f"agame-app-{session.id}").start()
 
-    def _run(self, session: VideoSession) -> None:
-        job = session.job
+    def _run(self, session: VideoSession, job: Job) -> None:
         try:
             with self._model_lock:
                 job.state = "compiling"
@@ -82,7 +81,7 @@ class Runner:
         except Exception as e:          # the page shows it; the server carries on
             job.state, job.message = "error", f"{type(e).__name__}: {e}"
 
-    def _segment(self, session: VideoSession, job) -> None:
+    def _segment(self, session: VideoSession, job: Job) -> None:
         shape = work_shape(session.size, self.work_size)
         masks = {t: resize_label(m, shape) for t, m in session.masks.items()}
         # Written aside and swapped in when complete: the last run's results stay

@@ -15,9 +15,11 @@ from pathlib import Path
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
+from starlette.exceptions import HTTPException
 
 from agame_jax.app import media
 from agame_jax.app.media import InputError
@@ -50,6 +52,17 @@ def create_app(runner: Runner, *, samples_root: Path | None = None,
     @app.exception_handler(InputError)
     async def input_error(_request, error: InputError):
         return JSONResponse({"error": str(error), **error.details}, status_code=error.status)
+
+    # FastAPI's own errors (a missing parameter, an unknown path) in the same shape.
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_request, error: RequestValidationError):
+        problems = "; ".join(f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg')}"
+                             for e in error.errors())
+        return JSONResponse({"error": f"bad request ({problems})"}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request, error: HTTPException):
+        return JSONResponse({"error": str(error.detail)}, status_code=error.status_code)
 
     @app.exception_handler(Exception)
     async def other_error(_request, error: Exception):
@@ -98,7 +111,8 @@ def create_app(runner: Runner, *, samples_root: Path | None = None,
         paths = media.sample_frames(samples[name])
         _check_length(len(paths), name)
         sid, folder = store.new_folder()
-        height, width = np.asarray(Image.open(paths[0])).shape[:2]
+        with Image.open(paths[0]) as image:
+            width, height = image.size
         return store.add(VideoSession(sid, name.split("/")[-1], folder, paths,
                                       [p.stem for p in paths], (height, width), 24.0,
                                       f"sample clip {name}")).info()

@@ -42,6 +42,7 @@ async function api(path, options = {}) {
   if (!response.ok) {
     let body = { error: `${response.status} ${response.statusText}` };
     if (type.includes("json")) body = await response.json();
+    if (!body.error) body.error = `${response.status} ${response.statusText}`;
     const error = new Error(body.error);
     error.details = body;
     throw error;
