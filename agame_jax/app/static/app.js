@@ -90,6 +90,9 @@ $("load-sample").onclick = () => loadVideo(() =>
 
 function setVideo(info) {
   stop();
+  if (state.poll) clearInterval(state.poll);     // the previous video's run carries on alone
+  state.poll = null;
+  $("run").disabled = false;
   state.video = info;
   state.objects = [1]; state.objectId = 1; state.hidden = new Set();
   state.view = "masks";
