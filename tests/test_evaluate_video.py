@@ -58,3 +58,31 @@ def test_video_mode_refuses_bad_inputs(tmp_path, ckpt, capsys):
     davis.write_label_png(tmp_path / "masks" / "7.png", np.ones((16, 16), np.uint8))
     assert main(args + ["--data-root", str(tmp_path / "clip.mp4")]) == 1
     assert "mask for frame 7, but clip.mp4 has 3 frames" in capsys.readouterr().err
+
+
+def test_folder_mode_writes_an_overlay_mp4_and_takes_a_video_file(tmp_path, ckpt):
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (6, 40, 56, 3), dtype=np.uint8)
+    folder = tmp_path / "shots"
+    (folder / "masks").mkdir(parents=True)
+    for t, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{t:03d}.png")
+    mask = np.zeros((40, 56), np.uint8)
+    mask[8:24, 8:30] = 2
+    mask[28:36, 40:52] = 5          # two objects, as above: the same compiled program
+    davis.write_label_png(folder / "masks" / "000.png", mask)
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(ckpt), "--dataset", "folder", "--data-root", str(folder),
+                 "--output", str(out), "--chunk-size", "4"]) == 0
+    assert np.stack(list(read_frames(out / "shots_overlay.mp4"))).shape == (6, 40, 56, 3)
+    assert (out / "shots_overlay.gif").exists()
+    # The same frames as a video file given to the folder mode (masks/ beside it).
+    write_video(tmp_path / "shots.mp4", frames)
+    (tmp_path / "masks").mkdir()
+    davis.write_label_png(tmp_path / "masks" / "0.png", mask)
+    assert main(["--checkpoint", str(ckpt), "--dataset", "folder", "--data-root",
+                 str(tmp_path / "shots.mp4"), "--output", str(tmp_path / "out2"),
+                 "--chunk-size", "4"]) == 0
+    written = sorted((tmp_path / "out2" / "shots").glob("*.png"))
+    assert len(written) == 6 and (np.asarray(Image.open(written[0])) == 2).any()
+    assert (tmp_path / "out2" / "shots_overlay.mp4").exists()
