@@ -17,7 +17,12 @@ VIDEO_SUFFIXES = (".mp4", ".webm", ".gif", ".mov", ".avi", ".mkv", ".m4v")
 
 
 class VideoError(ValueError):
-    """A file that cannot be read (or written) as a video; the message names it."""
+    """A file that cannot be read (or written) as a video; the message names it,
+    ``reason`` is FFmpeg's word on why (or ``""``)."""
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,10 +40,11 @@ def _open(path):
     try:
         container = av.open(str(path))
     except (av.error.FFmpegError, OSError, UnicodeDecodeError) as e:
-        raise VideoError(f"{Path(path).name}: not a video that can be read ({_short(e)})") from None
+        raise VideoError(f"{Path(path).name}: not a video that can be read ({_short(e)})",
+                         _short(e)) from None
     if not container.streams.video:
         container.close()
-        raise VideoError(f"{Path(path).name}: holds no video stream")
+        raise VideoError(f"{Path(path).name}: holds no video stream", "no video stream")
     return container
 
 

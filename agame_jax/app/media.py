@@ -37,9 +37,8 @@ def decode_upload(path: Path, name: str) -> tuple[Iterator[tuple[str, np.ndarray
     try:
         fps = video_info(path).fps
     except VideoError as e:
-        reason = str(e).split(": ", 1)[-1]          # the message without the stored name
-        raise InputError(f"{name}: not a video file that can be read ({reason}); MP4, WebM, "
-                         "GIF or a zip of frames are") from None
+        raise InputError(f"{name}: not a video file that can be read (FFmpeg: {e.reason}). "
+                         "MP4, WebM, GIF or a zip of frames are.") from None
     return _video_frames(path, name), fps
 
 
