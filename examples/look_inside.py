@@ -4,7 +4,7 @@
 # A script in cells (`# %%`: run it whole with `python examples/look_inside.py`, or cell by
 # cell in VS Code / Jupyter with jupytext). On a CPU it takes about a minute. It uses the
 # small model trained on the quickstart's synthetic videos that ships in
-# `examples/quickstart_model` (made by the command in `examples/README.md`);
+# `agame_jax/demo_model` (made by the command in `examples/README.md`);
 # `--checkpoint DIR` takes another, `--figures DIR` writes the figures elsewhere than
 # `examples/figures/`, `--quick` runs on a smaller video with fewer rates (the tests).
 #
@@ -26,6 +26,7 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+import agame_jax  # noqa: E402
 from agame_jax import checkpoint, research  # noqa: E402
 from agame_jax.data.synthetic import make_video  # noqa: E402
 from agame_jax.evaluation.metrics import region_similarity  # noqa: E402
@@ -34,7 +35,7 @@ from agame_jax.model.agame import AGame  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 parser = argparse.ArgumentParser()
-parser.add_argument("--checkpoint", type=Path, default=HERE / "quickstart_model")
+parser.add_argument("--checkpoint", type=Path, default=agame_jax.DEMO_MODEL)
 parser.add_argument("--figures", type=Path, default=HERE / "figures")
 parser.add_argument("--quick", action="store_true")
 args, _ = parser.parse_known_args()        # known only: a notebook kernel adds its own

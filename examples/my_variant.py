@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from agame_jax import Segmenter
+from agame_jax import DEMO_MODEL, Segmenter
 from agame_jax.appearance import AppearanceModel, register
 from agame_jax.data.synthetic import make_video
 from agame_jax.evaluation.metrics import region_similarity
@@ -104,7 +104,7 @@ mine = Segmenter.from_checkpoint(workdir)
 labels, _ = mine(video.frames, {0: video.labels[0]})
 scores = {"two-gaussians": labels}
 if not args.tiny:
-    shipped, _ = Segmenter.from_checkpoint(HERE / "quickstart_model")(video.frames,
+    shipped, _ = Segmenter.from_checkpoint(DEMO_MODEL)(video.frames,
                                                                       {0: video.labels[0]})
     scores["agame (shipped, 800 steps)"] = shipped
 for name, pred in scores.items():

@@ -4,11 +4,11 @@ import sys
 from pathlib import Path
 
 
-from agame_jax import checkpoint
+from agame_jax import DEMO_MODEL, checkpoint
 from agame_jax.api import check_variables
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = ROOT / "examples" / "quickstart_model"
+SHIPPED = DEMO_MODEL
 
 
 def test_the_shipped_model_is_the_quickstart_model():
@@ -23,6 +23,18 @@ def test_the_shipped_model_is_the_quickstart_model():
     info = (SHIPPED / "best.json").read_text()
     assert '"JF"' in info
 
+
+
+def test_the_package_data_ships_every_file_of_the_demo_model():
+    """A wheel carries what ``package-data`` names: every file of the checkpoint must be
+    matched, or the app and the examples lose their model when installed from one."""
+    import tomllib
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        patterns = tomllib.load(f)["tool"]["setuptools"]["package-data"]["agame_jax"]
+    package = ROOT / "agame_jax"
+    shipped = {p for pattern in patterns for p in package.glob(pattern) if p.is_file()}
+    files = {p for p in DEMO_MODEL.rglob("*") if p.is_file() and "__pycache__" not in p.parts}
+    assert files and files <= shipped, sorted(map(str, files - shipped))
 
 def _run_example(name, monkeypatch, *args):
     """Run ``examples/NAME.py`` as a script (in this process: the imports are warm)."""

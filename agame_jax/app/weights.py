@@ -5,11 +5,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-from agame_jax import checkpoint
+from agame_jax import DEMO_MODEL, checkpoint
 from agame_jax.config import RESNET101_BLOCKS, ModelConfig
 
-# The small model trained on the quickstart's synthetic videos, shipped with the project.
-DEMO_MODEL = Path(__file__).resolve().parents[2] / "examples" / "quickstart_model"
 DEMO_WORK_SIZE = 128     # the demo model was trained on 128x128 frames
 REAL_WORK_SIZE = 480     # DAVIS's 480p, what the authors' weights were trained and tested at
 
