@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import tiny_config
 from agame_jax.model.conv import conv2d, few_channel_conv, matmul_f32_out
 
 
@@ -155,23 +156,31 @@ def test_cpu_and_accelerator_forms_compute_the_same(tiny_model, monkeypatch):
                                    atol=1e-5 * (np.abs(np.asarray(c)).max() + 1e-12))
 
 
-def test_folded_batchnorm_gives_the_same_backbone(tiny_model):
+def test_folded_batchnorm_gives_the_same_backbone():
     """``fold_backbone_batchnorm`` once, then ``folded=True``: the same maps as the
     backbone folding its (non-trivial) inference statistics itself, below layer4 and
-    through ``encode``."""
+    through ``encode``. With three blocks in layer3, the last two run as one loop over
+    their stacked weights on the CPU (``ResNetOS16._identical_blocks``)."""
+    from agame_jax import init_variables
     from agame_jax.model.agame import AGame, fold_backbone_batchnorm
-    cfg, variables = tiny_model
+    cfg = tiny_config(backbone_blocks=(1, 1, 3, 1))
+    variables = init_variables(cfg, jax.random.key(0))
     rng = np.random.default_rng(3)
-    stats = jax.tree_util.tree_map(
-        lambda a: jnp.asarray(rng.uniform(0.5, 1.5, a.shape), a.dtype), variables["batch_stats"])
+    # Means small enough that deep maps stay non-zero after their ReLUs.
+    stats = jax.tree_util.tree_map_with_path(
+        lambda path, a: jnp.asarray(rng.uniform(0.5, 1.5, a.shape) if path[-1].key == "var"
+                                    else rng.uniform(-0.2, 0.2, a.shape), a.dtype),
+        variables["batch_stats"])
     variables = {**variables, "batch_stats": stats}
     frames = jnp.asarray(rng.integers(0, 256, (1, 2, 32, 48, 3)), jnp.uint8)
     model = AGame(cfg)
     folded = fold_backbone_batchnorm(variables, cfg)
+    assert folded["params"]["backbone"]["layer3_rest"]["conv2"]["kernel"].shape[0] == 2
     for method in (AGame.below_layer4, AGame.encode):
         want = model.apply(variables, frames, method=method)
         got = model.apply(folded, frames, folded=True, method=method)
         for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
+            assert float(jnp.abs(w).max()) > 0
             np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5,
                                        atol=1e-5 * float(jnp.abs(w).max()))
     with pytest.raises(ValueError, match="cannot be folded"):

@@ -198,13 +198,40 @@ class ResNetOS16(nn.Module):
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=[(1, 1), (1, 1)])
         outputs = {}
         for stage, names in enumerate(self.block_names[:3], start=1):
-            for name in names:
-                x = getattr(self, name)(x, None, use_batch_stats=False, folded=folded)
+            stacked = (self.variables["params"].get(f"layer{stage}_rest")
+                       if folded and jax.default_backend() == "cpu" else None)
+            if stacked is not None:
+                x = getattr(self, names[0])(x, None, use_batch_stats=False, folded=True)
+                x = self._identical_blocks(x, stacked, names[1])
+            else:
+                for name in names:
+                    x = getattr(self, name)(x, None, use_batch_stats=False, folded=folded)
             if cfg.freeze_below_layer4:
                 # Nothing below layer4 is trained: never build that backward pass.
                 x = jax.lax.stop_gradient(x)
             outputs[{1: "s4", 2: "s8", 3: "layer3"}[stage]] = x.reshape(lead + x.shape[1:])
         return outputs
+
+    def _identical_blocks(self, x: jax.Array, stacked: dict, like: str) -> jax.Array:
+        """The blocks after a stage's first (same shapes, folded weights stacked by
+        ``fold_batchnorm``) as one loop over them. XLA:CPU otherwise fuses the residual
+        stream through the blocks: each block's add and ReLU recomputes every earlier
+        block's from their conv3 outputs (layer3's last reads 23 maps), quadratic
+        elementwise work; an optimisation barrier does not stop it (XLA:CPU removes
+        barriers before fusion), a loop boundary does."""
+        block = getattr(self, like)
+        block = Bottleneck(block.width, block.stride, block.dilation, block.downsample,
+                           block.config, parent=None)
+        # Folded BatchNorms read no statistics, but their modules declare them.
+        stats = {bn: {"mean": jnp.zeros(()), "var": jnp.zeros(())}
+                 for bn in ("bn1", "bn2", "bn3")}
+
+        def one(x, params):
+            y = block.apply({"params": params, "batch_stats": stats}, x, None,
+                            use_batch_stats=False, folded=True)
+            return y, None
+
+        return jax.lax.scan(one, x, stacked)[0]
 
     def layer4(self, x: jax.Array, train: bool = False, folded: bool = False) -> jax.Array:
         """layer3's map ``[B, T, h, w, 16w]`` → layer4's ``[B, T, h, w, 32w]`` (``s16``);
@@ -249,4 +276,11 @@ def fold_batchnorm(params: dict, batch_stats: dict, epsilon: float) -> dict:
                     block[conv], block[bn] = fold(block[conv], block[bn],
                                                   batch_stats[name][bn])
             out[name] = block
+    # layer3's blocks after its first, stacked for ``ResNetOS16._identical_blocks`` (the
+    # CPU runs them as one loop; elsewhere the stack is unused and compiled away).
+    rest = sorted((n for n in out if n.startswith("layer3_") and n != "layer3_0"),
+                  key=lambda n: int(n.split("_")[1]))
+    if len(rest) > 1:
+        out["layer3_rest"] = jax.tree_util.tree_map(lambda *a: jnp.stack(a),
+                                                    *(out[n] for n in rest))
     return out
