@@ -126,6 +126,15 @@ def ytvos_videos(root: Path, split: str, videos: list[str] | None = None) -> lis
     return out
 
 
+def _mask_pngs(mask_dir: Path, naming: str) -> list[Path]:
+    """The PNGs in ``mask_dir`` in name order; none is an error saying how to name them."""
+    pngs = sorted(mask_dir.glob("*.png")) if mask_dir.is_dir() else []
+    if not pngs:
+        raise FileNotFoundError(f"{mask_dir}: no masks found ({naming} for each frame where "
+                                "objects first appear)")
+    return pngs
+
+
 def folder_video(root: Path) -> EvalVideo:
     """A plain folder of frames with first-appearance masks in ``masks/``."""
     root = Path(root)
@@ -137,10 +146,7 @@ def folder_video(root: Path) -> EvalVideo:
         raise FileNotFoundError(f"{frame_dir}: no frames (.jpg, .jpeg, .png) found")
     index = {p.stem: t for t, p in enumerate(frames)}
     mask_dir = root / "masks"
-    pngs = sorted(mask_dir.glob("*.png")) if mask_dir.is_dir() else []
-    if not pngs:
-        raise FileNotFoundError(f"{mask_dir}: no masks found (masks/<frame name>.png for each "
-                                "frame where objects first appear)")
+    pngs = _mask_pngs(mask_dir, "masks/<frame name>.png")
     masks = {}
     for png in pngs:
         if png.stem not in index:
@@ -201,10 +207,7 @@ def file_video(path: Path, mask_dir: Path | None = None) -> FileVideo:
     except VideoError as e:
         raise DataError(f"{path}: {e}") from None
     mask_dir = Path(mask_dir) if mask_dir else path.parent / "masks"
-    pngs = sorted(mask_dir.glob("*.png")) if mask_dir.is_dir() else []
-    if not pngs:
-        raise FileNotFoundError(f"{mask_dir}: no masks found (<frame index>.png, e.g. 0.png, "
-                                "for each frame where objects first appear)")
+    pngs = _mask_pngs(mask_dir, "<frame index>.png, e.g. 0.png,")
     masks = {}
     for png in pngs:
         if not png.stem.isdigit():
