@@ -160,7 +160,8 @@ def test_folded_batchnorm_gives_the_same_backbone():
     """``fold_backbone_batchnorm`` once, then ``folded=True``: the same maps as the
     backbone folding its (non-trivial) inference statistics itself, below layer4 and
     through ``encode``. With three blocks in layer3, the last two run as one loop over
-    their stacked weights on the CPU (``ResNetOS16._identical_blocks``)."""
+    their stacked weights on the CPU (``ResNetOS16._identical_blocks``); split after
+    layer3's first block (``layer3_rest`` finishing it) they are the same again."""
     from agame_jax import init_variables
     from agame_jax.model.agame import AGame, fold_backbone_batchnorm
     cfg = tiny_config(backbone_blocks=(1, 1, 3, 1))
@@ -183,6 +184,18 @@ def test_folded_batchnorm_gives_the_same_backbone():
             assert float(jnp.abs(w).max()) > 0
             np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=1e-5,
                                        atol=1e-5 * float(jnp.abs(w).max()))
+    # Split after layer3's first block, one frame at a time, and finished on both frames
+    # at once (as the CPU training step runs it): the same maps.
+    want = model.apply(variables, frames, method=AGame.below_layer4)
+    for v, fold in ((variables, False), (folded, True)):
+        part = jax.lax.map(lambda f: model.apply(v, f, fold, True, method=AGame.below_layer4),
+                           frames[0])
+        assert not np.allclose(np.asarray(part["layer3"]), np.asarray(want["layer3"][0]),
+                               atol=1e-3)
+        part["layer3"] = model.apply(v, part["layer3"], fold, method=AGame.layer3_rest)
+        for key in want:
+            np.testing.assert_allclose(np.asarray(part[key]), np.asarray(want[key][0]),
+                                       rtol=1e-5, atol=1e-5 * float(jnp.abs(want[key]).max()))
     with pytest.raises(ValueError, match="cannot be folded"):
         model.apply(folded, frames, train=True, folded=True, method=AGame.encode,
                     mutable=["batch_stats"])

@@ -122,14 +122,21 @@ class AGame(nn.Module):
         self.fusion = Fusion(cfg)
         self.upsampler = Upsampler(cfg)
 
-    def below_layer4(self, frames: jax.Array, folded: bool = False) -> dict[str, jax.Array]:
+    def below_layer4(self, frames: jax.Array, folded: bool = False,
+                     through_layer3_first: bool = False) -> dict[str, jax.Array]:
         """The backbone's stem..layer3 on uint8 RGB ``frames [..., H, W, 3]`` (the part that
         is the same in training and inference): ``s4``, ``s8`` and ``layer3`` maps.
-        ``folded``: ``variables`` from ``fold_backbone_batchnorm``."""
+        ``folded``: ``variables`` from ``fold_backbone_batchnorm``;
+        ``through_layer3_first``: ``layer3`` is the map after layer3's first block, which
+        ``layer3_rest`` finishes."""
         h, w = frames.shape[-3:-1]
         if h % STRIDE or w % STRIDE:
             raise ValueError(f"frame size {h}x{w} is not a multiple of {STRIDE}; pad first")
-        return self.backbone.below_layer4(normalize_frames(frames), folded)
+        return self.backbone.below_layer4(normalize_frames(frames), folded, through_layer3_first)
+
+    def layer3_rest(self, x: jax.Array, folded: bool = False) -> jax.Array:
+        """layer3's blocks after its first (``ResNetOS16.layer3_rest``)."""
+        return self.backbone.layer3_rest(x, folded)
 
     def encode(self, frames: jax.Array, train: bool = False,
                below_layer4: dict[str, jax.Array] | None = None,

@@ -186,11 +186,14 @@ class ResNetOS16(nn.Module):
         out = self.below_layer4(frames)
         return {"s4": out["s4"], "s8": out["s8"], "s16": self.layer4(out["layer3"], train)}
 
-    def below_layer4(self, frames: jax.Array, folded: bool = False) -> dict[str, jax.Array]:
+    def below_layer4(self, frames: jax.Array, folded: bool = False,
+                     through_layer3_first: bool = False) -> dict[str, jax.Array]:
         """Stem..layer3 of ``frames [..., H, W, 3]`` → ``s4``, ``s8`` as in ``__call__`` and
         ``layer3`` (layer3's map, ``[..., H/16, W/16, 16w]``: layer4's input).
         ``folded``: the variables come from ``fold_batchnorm`` (its BatchNorms are in the
-        kernels already)."""
+        kernels already). ``through_layer3_first``: stop after layer3's first block
+        (``layer3`` is then that block's output; ``layer3_rest`` finishes it), so that
+        the two parts can run on different groupings of the frames."""
         cfg = self.config.resolved()
         lead, (h, w) = frames.shape[:-3], frames.shape[-3:-1]
         x = frames.reshape(-1, h, w, 3).astype(cfg.dtype)
@@ -198,19 +201,34 @@ class ResNetOS16(nn.Module):
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=[(1, 1), (1, 1)])
         outputs = {}
         for stage, names in enumerate(self.block_names[:3], start=1):
-            stacked = (self.variables["params"].get(f"layer{stage}_rest")
-                       if folded and jax.default_backend() == "cpu" else None)
-            if stacked is not None:
-                x = getattr(self, names[0])(x, None, use_batch_stats=False, folded=True)
-                x = self._identical_blocks(x, stacked, names[1])
-            else:
-                for name in names:
-                    x = getattr(self, name)(x, None, use_batch_stats=False, folded=folded)
+            x = getattr(self, names[0])(x, None, use_batch_stats=False, folded=folded)
+            if not (stage == 3 and through_layer3_first):
+                x = self._later_blocks(x, stage, folded)
             if cfg.freeze_below_layer4:
                 # Nothing below layer4 is trained: never build that backward pass.
                 x = jax.lax.stop_gradient(x)
             outputs[{1: "s4", 2: "s8", 3: "layer3"}[stage]] = x.reshape(lead + x.shape[1:])
         return outputs
+
+    def layer3_rest(self, x: jax.Array, folded: bool = False) -> jax.Array:
+        """layer3's blocks after its first on ``x [..., h, w, 16w]`` (the ``layer3`` of
+        ``below_layer4(…, through_layer3_first=True)``) → layer3's map, same shape."""
+        lead = x.shape[:-3]
+        x = self._later_blocks(x.reshape((-1,) + x.shape[-3:]), 3, folded)
+        if self.config.freeze_below_layer4:
+            x = jax.lax.stop_gradient(x)
+        return x.reshape(lead + x.shape[1:])
+
+    def _later_blocks(self, x: jax.Array, stage: int, folded: bool) -> jax.Array:
+        """Stage ``stage``'s blocks after its first on ``x [N, h, w, C]``."""
+        names = self.block_names[stage - 1]
+        stacked = (self.variables["params"].get(f"layer{stage}_rest")
+                   if folded and jax.default_backend() == "cpu" else None)
+        if stacked is not None:
+            return self._identical_blocks(x, stacked, names[1])
+        for name in names[1:]:
+            x = getattr(self, name)(x, None, use_batch_stats=False, folded=folded)
+        return x
 
     def _identical_blocks(self, x: jax.Array, stacked: dict, like: str) -> jax.Array:
         """The blocks after a stage's first (same shapes, folded weights stacked by

@@ -243,14 +243,17 @@ def encode_clips(model: AGame, variables, frames: jax.Array, train: bool,
     ``predicted_from``: see ``AGame.encode``."""
     trunk = None
     if jax.default_backend() == "cpu":
-        # XLA:CPU runs stem..layer3 faster one frame at a time than on all frames at
-        # once, whose activations do not fit the caches (docs/performance.md); layer4
-        # (on maps 16× smaller, and with per-frame statistics over the clips in
-        # training) stays batched.
+        # XLA:CPU runs stem..layer3's first block faster one frame at a time than on all
+        # frames at once, whose activations do not fit the caches; the rest of layer3 and
+        # layer4 (on maps 16× smaller, and with per-frame statistics over the clips in
+        # training) faster on all frames at once, where each weight matrix is packed for
+        # more rows (docs/performance.md).
         lead = frames.shape[:2]
         folded = fold_backbone_batchnorm(variables, model.config)
-        trunk = jax.lax.map(lambda f: model.apply(folded, f, True, method=AGame.below_layer4),
+        trunk = jax.lax.map(lambda f: model.apply(folded, f, True, True,
+                                                  method=AGame.below_layer4),
                             frames.reshape((-1,) + frames.shape[2:]))
+        trunk["layer3"] = model.apply(folded, trunk["layer3"], True, method=AGame.layer3_rest)
         trunk = jax.tree_util.tree_map(lambda x: x.reshape(lead + x.shape[1:]), trunk)
     kwargs = dict(below_layer4=trunk, predicted_from=predicted_from, method=AGame.encode)
     if not train:
