@@ -102,3 +102,44 @@ def test_remat_switch_reaches_the_scan(tiny_model):
 
     assert "remat" in str(jax.make_jaxpr(jax.grad(lambda p: loss(p, True)))(trainable))
     assert "remat" not in str(jax.make_jaxpr(jax.grad(lambda p: loss(p, False)))(trainable))
+
+
+def test_cpu_step_compiles_convolutions_outside_ynnpack_with_the_same_result(tiny_model,
+                                                                              monkeypatch):
+    """On a CPU the step is compiled with ``cpu_train_compiler_options`` (convolutions on
+    XLA's Eigen kernels, not YNNPACK's): the option reaches the compiled program, and the
+    step's loss, gradient norm and new weights equal those of the step compiled
+    without it."""
+    import agame_jax.train.step as step_module
+    if not step_module.cpu_train_compiler_options():
+        pytest.skip("this jaxlib has no xla_cpu_experimental_ynn_fusion_type option")
+    cfg, variables = tiny_model
+    frames, labels = _batch(n=2, t=3, size=32)
+    mesh = make_mesh(jax.devices()[:1])
+    opt = adam_coupled_l2(1e-3, 1e-5)
+
+    def one_step():
+        step = make_train_step(cfg, opt, mesh)
+        state = replicate(mesh, create_train_state(variables, cfg, opt))
+        f, l = shard_batch(mesh, frames, labels)
+        hlo = step.lower(state, f, l).compile().as_text()
+        state, metrics = step(state, f, l)
+        return hlo, state, metrics
+
+    def ynn_convolutions(hlo):     # YNNPACK fusions whose computation holds a convolution
+        called = {line.split("calls=%")[1].split(",")[0] for line in hlo.splitlines()
+                  if "ynn_fusion" in line and "calls=%" in line}
+        bodies = hlo.split("\n\n")
+        return sum(1 for body in bodies for name in called
+                   if body.lstrip().startswith(("%" + name + " ", name + " "))
+                   and "convolution(" in body)
+
+    hlo, state, metrics = one_step()
+    monkeypatch.setattr(step_module, "cpu_train_compiler_options", lambda: {})
+    plain_hlo, plain_state, plain_metrics = one_step()
+    assert ynn_convolutions(plain_hlo) > 0 and ynn_convolutions(hlo) == 0
+    for key in ("loss", "grad_norm"):
+        np.testing.assert_allclose(float(metrics[key]), float(plain_metrics[key]), rtol=1e-5)
+    for a, b in zip(jax.tree_util.tree_leaves(state.trainable),
+                    jax.tree_util.tree_leaves(plain_state.trainable)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-4)

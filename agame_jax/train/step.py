@@ -7,6 +7,8 @@ the plain single-device step.
 """
 from __future__ import annotations
 
+import functools
+
 import flax.struct
 import jax
 import numpy as np
@@ -17,6 +19,25 @@ from agame_jax.api import merge_params, split_params
 from agame_jax.config import ModelConfig
 from agame_jax.losses import clip_loss
 from agame_jax.model.agame import AGame
+
+
+# The training step on a CPU: XLA:CPU's Eigen convolutions run its convolutions (their
+# gradients above all) faster than its YNNPACK ones; YNNPACK keeps the matrix products
+# and reductions (docs/performance.md). Inference shows no such difference.
+_CPU_TRAIN_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type":
+                      "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"}
+
+
+@functools.cache
+def cpu_train_compiler_options() -> dict[str, str]:
+    """XLA options for the training step on a CPU: ``_CPU_TRAIN_OPTIONS`` where this
+    jaxlib knows them (they are experimental), else none."""
+    try:
+        jax.jit(lambda x: x + 1, compiler_options=_CPU_TRAIN_OPTIONS).lower(
+            np.float32(0)).compile()
+    except Exception:                   # an XLA without the option rejects it by name
+        return {}
+    return dict(_CPU_TRAIN_OPTIONS)
 
 
 @flax.struct.dataclass
@@ -110,8 +131,10 @@ def make_train_step(model_config, optimizer: optax.GradientTransformation, mesh=
                                           state.first_skipped))
         return new_state, {**losses, "grad_norm": grad_norm}
 
+    platform = mesh.devices.flat[0].platform
     return jax.jit(step, in_shardings=(replicated, batch, batch),
-                   out_shardings=(replicated, replicated), donate_argnums=(0,))
+                   out_shardings=(replicated, replicated), donate_argnums=(0,),
+                   compiler_options=cpu_train_compiler_options() if platform == "cpu" else None)
 
 
 def shard_batch(mesh, *arrays):
