@@ -18,16 +18,21 @@ def _plain(x, kernel, stride=1, dilation=1):
     return y.reshape(x.shape[:-3] + y.shape[1:])
 
 
-@pytest.mark.parametrize("k,stride,dilation,out", [(1, 1, 1, 6), (1, 2, 1, 6), (3, 1, 1, 6),
-                                                   (3, 1, 3, 6), (3, 1, 2, 2), (7, 2, 1, 6)])
-def test_conv2d_values_and_gradients_match_the_plain_convolution(k, stride, dilation, out):
+@pytest.mark.parametrize("k,stride,dilation,out,channels",
+                         [(1, 1, 1, 6, 5), (1, 2, 1, 6, 5), (3, 1, 1, 6, 5), (3, 1, 3, 6, 5),
+                          (3, 1, 2, 2, 5), (7, 2, 1, 6, 5), (3, 1, 1, 256, 256),
+                          (3, 1, 2, 256, 256)])
+def test_conv2d_values_and_gradients_match_the_plain_convolution(k, stride, dilation, out,
+                                                                 channels):
     """``conv2d`` (on this CPU: 1×1 as a product, k×k with the custom gradients, whose
-    weight gradient shifts the input or, with fewer output channels, the cotangent)
-    equals ``lax.conv`` in values and gradients, also vmapped over objects inside a scan
-    over frames with a kernel shared by all (as the heads run in training)."""
+    weight gradient shifts the input or, with fewer output channels, the cotangent, and
+    with 256 channels by Winograd's algorithm) equals ``lax.conv`` in values and
+    gradients, also vmapped over objects inside a scan over frames with a kernel shared
+    by all (as the heads run in training)."""
     rng = np.random.default_rng(k + 10 * dilation + 100 * stride)
-    x = jnp.asarray(rng.standard_normal((3, 2, 9, 11, 5)), jnp.float32)     # [T, O, h, w, C]
-    kernel = jnp.asarray(rng.standard_normal((k, k, 5, out)) / k, jnp.float32)
+    x = jnp.asarray(rng.standard_normal((3, 2, 9, 11, channels)), jnp.float32)  # [T, O, h, w, C]
+    kernel = jnp.asarray(rng.standard_normal((k, k, channels, out)) / (k * channels ** 0.5),
+                         jnp.float32)
     probe = jnp.asarray(rng.standard_normal(_plain(x[0], kernel, stride, dilation).shape),
                         jnp.float32)
     hi = jax.lax.Precision.HIGHEST
@@ -35,6 +40,9 @@ def test_conv2d_values_and_gradients_match_the_plain_convolution(k, stride, dila
     plain = lambda x, kernel: _plain(x, kernel, stride, dilation)
     np.testing.assert_allclose(np.asarray(ours(x, kernel)), np.asarray(plain(x, kernel)),
                                rtol=1e-5, atol=1e-5)
+    if k == 3:                       # the wide ones by Winograd: no convolution left
+        winograd = "conv_general_dilated" not in str(jax.make_jaxpr(ours)(x, kernel))
+        assert winograd == (channels >= 256 and jax.default_backend() == "cpu")
 
     def loss(conv):
         def run(x, kernel):

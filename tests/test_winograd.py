@@ -13,14 +13,15 @@ def _direct(x, kernel):
                                         precision=jax.lax.Precision.HIGHEST)
 
 
-def _numpy_conv(x, kernel):
+def _numpy_conv(x, kernel, dilation=1):
     """The "same" 3×3 convolution as a loop over the taps (float64)."""
     n, h, w, _ = x.shape
-    xp = np.pad(x.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    d = dilation
+    xp = np.pad(x.astype(np.float64), ((0, 0), (d, d), (d, d), (0, 0)))
     out = np.zeros((n, h, w, kernel.shape[-1]))
     for a in range(3):
         for b in range(3):
-            out += xp[:, a:a + h, b:b + w] @ kernel[a, b].astype(np.float64)
+            out += xp[:, d * a:d * a + h, d * b:d * b + w] @ kernel[a, b].astype(np.float64)
     return out
 
 
@@ -37,6 +38,17 @@ def test_winograd_equals_the_direct_convolution(shape):
     np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * np.abs(want).max())
     np.testing.assert_allclose(np.asarray(_direct(x, kernel)), want, rtol=0,
                                atol=2e-6 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("dilation", [2, 3])
+def test_dilated_winograd_equals_the_direct_convolution(dilation):
+    rng = np.random.default_rng(dilation)
+    x = rng.normal(size=(2, 11, 7, 4)).astype(np.float32)
+    kernel = rng.normal(size=(3, 3, 4, 3)).astype(np.float32)
+    want = _numpy_conv(x, kernel, dilation)
+    got = np.asarray(winograd_conv(jnp.asarray(x), winograd_kernel(jnp.asarray(kernel)),
+                                   dilation))
+    np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * np.abs(want).max())
 
 
 def test_winograd_gradients_equal_the_direct_convolution():

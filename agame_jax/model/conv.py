@@ -6,7 +6,9 @@ computes the same values another way (docs/performance.md): a 1×1 convolution a
 matrix product, and the gradients of a k×k one as matrix products of its shifted inputs
 with the cotangent (the weights) and the same convolution of the cotangent with the
 flipped kernel (the input), instead of the grouped and dilated convolutions that
-differentiating it inside a vmapped loop gives. Other devices run the plain convolution.
+differentiating it inside a vmapped loop gives; a wide 3×3 one (≥ 256 channels in and
+out, dilation ≤ 2) by Winograd's algorithm, forward and backward. Other devices run the
+plain convolution.
 
 ``few_channel_conv`` (inputs of at most 4 channels) and ``matmul_f32_out`` (bfloat16
 products with a float32 result) keep float32 parts out of library calls.
@@ -18,6 +20,8 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from agame_jax.model.winograd import winograd_conv, winograd_kernel
 
 
 def shifted_taps(x: jax.Array, k: int, dilation: int = 1) -> list[jax.Array]:
@@ -50,9 +54,23 @@ def conv2d(x: jax.Array, kernel: jax.Array, stride: int = 1, dilation: int = 1,
     if kernel.shape[0] == 1:
         return jnp.einsum("...c,cd->...d", x[..., ::stride, ::stride, :], kernel[0, 0],
                           precision=precision)
+    if stride == 1 and _winograd_pays(x, kernel, dilation):
+        lead = x.shape[:-3]
+        y = winograd_conv(x.reshape((-1,) + x.shape[-3:]), winograd_kernel(kernel), dilation)
+        return y.reshape(lead + y.shape[1:])
     if stride == 1:
         return _conv_cpu(x, kernel, dilation, precision)
     return _library_conv(x, kernel, stride, dilation, precision)
+
+
+def _winograd_pays(x: jax.Array, kernel: jax.Array, dilation: int) -> bool:
+    """Whether a stride-1 convolution runs faster on XLA:CPU by Winograd's algorithm
+    (``agame_jax.model.winograd``; forward and gradients, the kernel transformed on each
+    call): float32 3×3 kernels of at least 256 channels in and out, undilated or dilated
+    by 2 (docs/performance.md). Larger dilations split small maps into too many phases;
+    fewer channels leave the transforms' passes over the maps as costly as the saving."""
+    return (kernel.shape[:2] == (3, 3) and min(kernel.shape[2:]) >= 256 and dilation <= 2
+            and x.dtype == jnp.float32 and kernel.dtype == jnp.float32)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))

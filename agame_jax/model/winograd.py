@@ -8,8 +8,8 @@ matrix products, faster than its direct 3×3 convolution (docs/performance.md). 
 kernel's transform ``G g Gᵀ`` is computed once (``winograd_kernel``); the input's and
 output's are additions.
 
-The result equals the zero-padded "same" convolution (stride 1, dilation 1) up to float
-rounding (about 1e-6 relative in float32).
+The result equals the zero-padded "same" convolution (stride 1, any dilation) up to
+float rounding (about 1e-6 relative in float32).
 """
 from __future__ import annotations
 
@@ -45,10 +45,21 @@ def _output_rows(m0, m1, m2, m3):
     return m0 + m1 + m2, m1 - m2 - m3
 
 
-def winograd_conv(x: jax.Array, transformed: jax.Array) -> jax.Array:
+def winograd_conv(x: jax.Array, transformed: jax.Array, dilation: int = 1) -> jax.Array:
     """``x [N, H, W, C]`` convolved ("same" zero padding, stride 1) with the 3×3 kernel
     whose ``winograd_kernel`` is ``transformed [16, C, D]`` → ``[N, H, W, D]`` in
-    ``x``'s dtype."""
+    ``x``'s dtype. With ``dilation`` d the convolution is d² undilated ones, each on the
+    pixels of one phase (row mod d, column mod d)."""
+    if dilation > 1:
+        d = dilation
+        n, h, w, c = x.shape
+        hp, wp = -(-h // d) * d, -(-w // d) * d
+        # Zeros past the edge are the padding the dilated convolution reads there.
+        phases = jnp.pad(x, ((0, 0), (0, hp - h), (0, wp - w), (0, 0)))
+        phases = phases.reshape(n, hp // d, d, wp // d, d, c).transpose(2, 4, 0, 1, 3, 5)
+        y = winograd_conv(phases.reshape(d * d * n, hp // d, wp // d, c), transformed)
+        y = y.reshape(d, d, n, hp // d, wp // d, -1).transpose(2, 3, 0, 4, 1, 5)
+        return y.reshape(n, hp, wp, -1)[:, :h, :w]
     n, h, w, c = x.shape
     th, tw = -(-h // 2), -(-w // 2)                   # 2×2 output blocks per column, row
     # Block (i, j) reads padded rows 2i..2i+3 and columns 2j..2j+3.
